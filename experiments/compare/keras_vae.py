@@ -1,0 +1,148 @@
+"""Keras 3 (TensorFlow backend) MNIST VAE training benchmark matching the vae_jax networks."""
+import os
+
+os.environ["KERAS_BACKEND"] = "tensorflow"
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+import keras  # noqa: E402
+from keras import layers, ops  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from mnist_files import load_mnist  # noqa: E402
+
+_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def parse_args():
+  p = argparse.ArgumentParser(description=__doc__)
+  p.add_argument("--arch", choices=["mlp", "conv"], default="mlp")
+  p.add_argument("--batch_size", type=int, default=128)
+  p.add_argument("--latent_dim", type=int, default=2)
+  p.add_argument("--epochs", type=int, default=2)
+  p.add_argument("--manual_dir", default=os.path.join(_REPO, "..", "shared", "data", "mnist"))
+  p.add_argument("--train_examples", type=int, default=60000)
+  p.add_argument("--jit_compile", choices=["true", "false"], default="true",
+                 help="XLA-compile the train step (tf.function either way)")
+  p.add_argument("--seed", type=int, default=0)
+  return p.parse_args()
+
+
+class Sampling(layers.Layer):
+  """z = mean + exp(0.5 * logvar) * eps."""
+
+  def __init__(self, seed, **kwargs):
+    super().__init__(**kwargs)
+    self.seed_generator = keras.random.SeedGenerator(seed)
+
+  def call(self, inputs):
+    mean, logvar = inputs
+    eps = keras.random.normal(ops.shape(mean), seed=self.seed_generator)
+    return mean + ops.exp(0.5 * logvar) * eps
+
+
+def make_encoder(arch, latent_dim, seed):
+  x = inputs = keras.Input(shape=(28, 28, 1))
+  if arch == "mlp":
+    x = layers.Flatten()(x)
+    x = layers.Dense(512, activation="relu")(x)
+    x = layers.Dense(256, activation="relu")(x)
+  else:
+    x = layers.Conv2D(32, 3, strides=2, padding="same", activation="relu")(x)
+    x = layers.Conv2D(64, 3, strides=2, padding="same", activation="relu")(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(16, activation="relu")(x)
+  mean = layers.Dense(latent_dim, name="mean")(x)
+  logvar = layers.Dense(latent_dim, name="logvar")(x)
+  z = Sampling(seed)([mean, logvar])
+  return keras.Model(inputs, [mean, logvar, z], name="encoder")
+
+
+def make_decoder(arch, latent_dim):
+  x = inputs = keras.Input(shape=(latent_dim,))
+  if arch == "mlp":
+    x = layers.Dense(256, activation="relu")(x)
+    x = layers.Dense(512, activation="relu")(x)
+    x = layers.Dense(784)(x)
+    x = layers.Reshape((28, 28, 1))(x)
+  else:
+    x = layers.Dense(7 * 7 * 64, activation="relu")(x)
+    x = layers.Reshape((7, 7, 64))(x)
+    x = layers.Conv2DTranspose(64, 3, strides=2, padding="same", activation="relu")(x)
+    x = layers.Conv2DTranspose(32, 3, strides=2, padding="same", activation="relu")(x)
+    x = layers.Conv2DTranspose(1, 3, padding="same")(x)
+  return keras.Model(inputs, x, name="decoder")  # logits
+
+
+class VAE(keras.Model):
+
+  def __init__(self, encoder, decoder, **kwargs):
+    super().__init__(**kwargs)
+    self.encoder = encoder
+    self.decoder = decoder
+    self.loss_tracker = keras.metrics.Mean(name="loss")
+
+  @property
+  def metrics(self):
+    return [self.loss_tracker]  # reset by fit() at each epoch start
+
+  def train_step(self, data):
+    with tf.GradientTape() as tape:
+      mean, logvar, z = self.encoder(data, training=True)
+      logits = self.decoder(z, training=True)
+      bce = tf.reduce_sum(tf.nn.sigmoid_cross_entropy_with_logits(labels=data, logits=logits), axis=(1, 2, 3))
+      kl = 0.5 * tf.reduce_sum(tf.exp(logvar) + tf.square(mean) - 1.0 - logvar, axis=1)
+      loss = tf.reduce_mean(bce + kl)
+    grads = tape.gradient(loss, self.trainable_weights)
+    self.optimizer.apply_gradients(zip(grads, self.trainable_weights))
+    self.loss_tracker.update_state(loss)
+    return {"loss": self.loss_tracker.result()}
+
+
+class EpochTimer(keras.callbacks.Callback):
+
+  def __init__(self):
+    super().__init__()
+    self.seconds, self.losses = [], []
+
+  def on_epoch_begin(self, epoch, logs=None):
+    self.start = time.perf_counter()
+
+  def on_epoch_end(self, epoch, logs=None):
+    self.seconds.append(time.perf_counter() - self.start)
+    self.losses.append(float(logs["loss"]))
+    print(f"epoch {epoch + 1}: loss {self.losses[-1]:.2f} ({self.seconds[-1]:.2f}s)", file=sys.stderr)
+
+
+def main():
+  args = parse_args()
+  keras.utils.set_random_seed(args.seed)
+  images, _ = load_mnist(args.manual_dir)
+  images = images[:args.train_examples]
+  steps = len(images) // args.batch_size
+  # fit() keeps a final partial batch, so drop it up front.
+  x = (images[:steps * args.batch_size].astype(np.float32) / 255.0)[..., None]
+  model = VAE(make_encoder(args.arch, args.latent_dim, args.seed), make_decoder(args.arch, args.latent_dim))
+  model.compile(optimizer=keras.optimizers.Adam(learning_rate=1e-3), jit_compile=args.jit_compile == "true")
+  timer = EpochTimer()
+  model.fit(x, batch_size=args.batch_size, epochs=args.epochs, shuffle=True, verbose=0, callbacks=[timer])
+  timed = timer.seconds[1:] or timer.seconds  # epoch 1 is warm-up (tracing + XLA compile)
+  print(json.dumps({
+      "framework": "keras", "arch": args.arch, "batch_size": args.batch_size,
+      "latent_dim": args.latent_dim,
+      "images_per_sec": steps * args.batch_size * len(timed) / sum(timed),
+      "epoch_seconds": timer.seconds, "epoch_losses": timer.losses, "final_loss": timer.losses[-1],
+      "backend": f"{keras.backend.backend()} cpu, jit_compile={model.jit_compile}",
+      "versions": {"keras": keras.__version__, "tensorflow": tf.__version__, "numpy": np.__version__,
+                   "python": platform.python_version()},
+  }))
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,119 @@
+"""PyTorch (CPU, eager) MNIST VAE training benchmark matching the vae_jax networks."""
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from mnist_files import load_mnist  # noqa: E402
+
+_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def parse_args():
+  p = argparse.ArgumentParser(description=__doc__)
+  p.add_argument("--arch", choices=["mlp", "conv"], default="mlp")
+  p.add_argument("--batch_size", type=int, default=128)
+  p.add_argument("--latent_dim", type=int, default=2)
+  p.add_argument("--epochs", type=int, default=2)
+  p.add_argument("--manual_dir", default=os.path.join(_REPO, "..", "shared", "data", "mnist"))
+  p.add_argument("--train_examples", type=int, default=60000)
+  p.add_argument("--seed", type=int, default=0)
+  return p.parse_args()
+
+
+class Encoder(nn.Module):
+
+  def __init__(self, arch, latent_dim):
+    super().__init__()
+    if arch == "mlp":
+      self.body = nn.Sequential(nn.Flatten(), nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 256), nn.ReLU())
+      width = 256
+    else:
+      # padding=1 gives the same 28->14->7 shapes as Keras "same" (which pads only bottom/right).
+      self.body = nn.Sequential(
+          nn.Conv2d(1, 32, 3, stride=2, padding=1), nn.ReLU(),
+          nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU(),
+          nn.Flatten(), nn.Linear(7 * 7 * 64, 16), nn.ReLU())
+      width = 16
+    self.mean = nn.Linear(width, latent_dim)
+    self.logvar = nn.Linear(width, latent_dim)
+
+  def forward(self, x):
+    h = self.body(x)
+    return self.mean(h), self.logvar(h)
+
+
+def make_decoder(arch, latent_dim):
+  if arch == "mlp":
+    return nn.Sequential(
+        nn.Linear(latent_dim, 256), nn.ReLU(), nn.Linear(256, 512), nn.ReLU(),
+        nn.Linear(512, 784), nn.Unflatten(1, (1, 28, 28)))
+  return nn.Sequential(
+      nn.Linear(latent_dim, 7 * 7 * 64), nn.ReLU(), nn.Unflatten(1, (64, 7, 7)),
+      nn.ConvTranspose2d(64, 64, 3, stride=2, padding=1, output_padding=1), nn.ReLU(),
+      nn.ConvTranspose2d(64, 32, 3, stride=2, padding=1, output_padding=1), nn.ReLU(),
+      nn.ConvTranspose2d(32, 1, 3, stride=1, padding=1))
+
+
+class VAE(nn.Module):
+
+  def __init__(self, arch, latent_dim):
+    super().__init__()
+    self.encoder = Encoder(arch, latent_dim)
+    self.decoder = make_decoder(arch, latent_dim)
+
+  def forward(self, x):
+    mean, logvar = self.encoder(x)
+    z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
+    logits = self.decoder(z)
+    bce = F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(dim=(1, 2, 3))
+    kl = 0.5 * torch.sum(torch.exp(logvar) + mean**2 - 1.0 - logvar, dim=1)
+    return torch.mean(bce + kl)
+
+
+def main():
+  args = parse_args()
+  torch.set_num_threads(os.cpu_count())
+  torch.manual_seed(args.seed)
+  images, _ = load_mnist(args.manual_dir)
+  images = images[:args.train_examples]
+  data = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)  # [N,1,28,28]
+  model = VAE(args.arch, args.latent_dim)
+  opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+  steps = len(data) // args.batch_size  # drops the last incomplete batch
+  epoch_seconds, epoch_losses = [], []
+  for epoch in range(args.epochs):
+    start = time.perf_counter()
+    perm = torch.randperm(len(data))
+    total = torch.zeros(())
+    for i in range(steps):
+      x = data[perm[i * args.batch_size:(i + 1) * args.batch_size]]
+      loss = model(x)
+      opt.zero_grad(set_to_none=True)
+      loss.backward()
+      opt.step()
+      total += loss.detach()
+    epoch_losses.append(total.item() / steps)
+    epoch_seconds.append(time.perf_counter() - start)
+    print(f"epoch {epoch + 1}: loss {epoch_losses[-1]:.2f} ({epoch_seconds[-1]:.2f}s)", file=sys.stderr)
+  timed = epoch_seconds[1:] or epoch_seconds  # epoch 1 is warm-up
+  print(json.dumps({
+      "framework": "pytorch", "arch": args.arch, "batch_size": args.batch_size,
+      "latent_dim": args.latent_dim,
+      "images_per_sec": steps * args.batch_size * len(timed) / sum(timed),
+      "epoch_seconds": epoch_seconds, "epoch_losses": epoch_losses, "final_loss": epoch_losses[-1],
+      "device": f"cpu ({torch.get_num_threads()} threads)",
+      "versions": {"torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version()},
+  }))
+
+
+if __name__ == "__main__":
+  main()

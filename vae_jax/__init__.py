@@ -1,0 +1,1 @@
+"""vae_jax: variational and plain autoencoders for handwritten digits in JAX/Flax."""

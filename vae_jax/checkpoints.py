@@ -1,0 +1,72 @@
+"""Orbax checkpoints of a run: one per milestone epoch, plus the newest periodic one."""
+
+from __future__ import annotations
+
+import os
+from typing import Optional, TypeVar
+
+import jax
+import orbax.checkpoint as ocp
+
+State = TypeVar("State")
+MILESTONE_DIR, LATEST_DIR = "checkpoints", "checkpoints_latest"
+
+
+def abstract_like(state: State) -> State:
+  """Shapes, dtypes and shardings of state: what Orbax restores into."""
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+
+
+class RunCheckpoints:
+  """Milestone checkpoints (all kept) in W/checkpoints/<epoch>; the newest periodic one in
+  W/checkpoints_latest/<epoch>. Two managers, so that keeping only the newest periodic
+  checkpoint can never delete a milestone. Each step directory is finalised atomically by
+  Orbax, so a save interrupted by a kill is never listed or restored."""
+
+  def __init__(self, workdir: str, read_only: bool = False):
+    workdir = os.path.abspath(workdir)
+    self.milestones = ocp.CheckpointManager(
+        os.path.join(workdir, MILESTONE_DIR),
+        options=ocp.CheckpointManagerOptions(create=not read_only, read_only=read_only))
+    self.latest = ocp.CheckpointManager(
+        os.path.join(workdir, LATEST_DIR),
+        options=ocp.CheckpointManagerOptions(max_to_keep=1, create=not read_only,
+                                             read_only=read_only))
+
+  def milestone_epochs(self) -> list[int]:
+    return sorted(self.milestones.all_steps())
+
+  def _newest(self) -> Optional[tuple[int, ocp.CheckpointManager]]:
+    candidates = [(m.latest_step(), m) for m in (self.milestones, self.latest)
+                  if m.latest_step() is not None]
+    return max(candidates, key=lambda c: c[0]) if candidates else None
+
+  def newest_description(self) -> str:
+    newest = self._newest()
+    if newest is None:
+      return "none"
+    epoch, manager = newest
+    return f"epoch {epoch} ({os.path.join(str(manager.directory), str(epoch))})"
+
+  def restore_newest(self, template: State) -> Optional[State]:
+    """The newest saved state of either kind, placed like template; None if there is none."""
+    newest = self._newest()
+    if newest is None:
+      return None
+    epoch, manager = newest
+    return manager.restore(epoch, args=ocp.args.StandardRestore(abstract_like(template)))
+
+  def restore_milestone(self, epoch: int, template: State) -> State:
+    return self.milestones.restore(epoch, args=ocp.args.StandardRestore(abstract_like(template)))
+
+  def save_milestone(self, epoch: int, state) -> None:
+    self.milestones.save(epoch, args=ocp.args.StandardSave(state))
+
+  def save_latest(self, epoch: int, state) -> None:
+    self.latest.save(epoch, args=ocp.args.StandardSave(state))
+
+  def close(self) -> None:
+    """Waits for asynchronous saves to finish."""
+    for manager in (self.milestones, self.latest):
+      manager.wait_until_finished()
+      manager.close()

@@ -1,0 +1,39 @@
+"""What every entry point shares: one-line errors with exit status 2, and absl flag parsing."""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable, NoReturn
+
+from absl import flags
+from absl import logging as absl_logging
+
+USAGE_ERROR = 2
+
+
+def fail(message: str) -> NoReturn:
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(USAGE_ERROR)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's parser, but a bad flag value is one line and exit status 2 (absl exits 1).
+
+  Also quiets the libraries' INFO logs (Orbax logs every file it writes) unless
+  --verbosity is given.
+  """
+  try:
+    remaining = flags.FLAGS(argv)
+  except flags.Error as e:
+    fail(f"{e} (see --helpshort)")
+  if not flags.FLAGS["verbosity"].present:
+    flags.FLAGS.verbosity = absl_logging.WARNING
+  return remaining
+
+
+def run_reporting(fn: Callable[[], None], expected: tuple[type[Exception], ...]) -> None:
+  """Runs fn; an expected error becomes one line on stderr and exit status 2, no traceback."""
+  try:
+    fn()
+  except expected as e:
+    fail(str(e))

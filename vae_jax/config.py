@@ -1,0 +1,162 @@
+"""The frozen configuration of a run: every setting, its validation, and config.json."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from typing import Any, Optional
+
+MODELS = ("vae", "ae")
+ARCHS = ("mlp", "conv")
+DATASETS = ("mnist", "fashion_mnist")
+TRAIN_SIZE = {"mnist": 60_000, "fashion_mnist": 60_000}
+MANUAL_FILES = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
+CONFIG_FILE = "config.json"
+
+# Settings that change what is trained. A workdir refuses to resume when one of
+# these differs; epochs, milestones, paths and device count may change freely.
+RESULT_FIELDS = (
+    "dataset", "model", "arch", "latent_dim", "batch_size", "learning_rate",
+    "beta", "seed", "train_examples",
+)
+
+
+class ConfigError(ValueError):
+  """A setting is invalid; the message is one line naming the flag."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """Every setting of a training run; built by main.py, stored as config.json."""
+
+  dataset: str = "mnist"
+  model: str = "vae"
+  arch: str = "mlp"
+  latent_dim: int = 2
+  epochs: int = 150
+  milestones: tuple[int, ...] = (20, 50, 80, 100, 150)
+  batch_size: int = 128
+  learning_rate: float = 1e-3
+  beta: float = 1.0
+  seed: int = 0
+  train_examples: Optional[int] = None
+  checkpoint_every: int = 10
+  num_devices: Optional[int] = None
+  data_dir: Optional[str] = None
+  manual_dir: Optional[str] = None
+
+  @property
+  def milestone_epochs(self) -> tuple[int, ...]:
+    """Milestones that fall within the run, plus the last epoch, sorted."""
+    return tuple(sorted({m for m in self.milestones if m <= self.epochs} | {self.epochs}))
+
+  @property
+  def dropped_milestones(self) -> tuple[int, ...]:
+    return tuple(sorted(m for m in self.milestones if m > self.epochs))
+
+  @property
+  def num_train(self) -> int:
+    full = TRAIN_SIZE[self.dataset]
+    return full if self.train_examples is None else min(self.train_examples, full)
+
+
+def default_workdir(config: Config) -> str:
+  return os.path.join(
+      "runs", f"{config.dataset}_{config.model}_{config.arch}_z{config.latent_dim}")
+
+
+def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+  if value not in choices:
+    raise ConfigError(f"--{name}={value!r} is not one of: {', '.join(choices)}")
+
+
+def _at_least(name: str, value: int, low: int, what: str = "an integer") -> None:
+  if value < low:
+    raise ConfigError(f"--{name}={value} must be {what} >= {low}")
+
+
+def validate(config: Config) -> None:
+  """Raises ConfigError (one line, naming the flag) for the first invalid setting."""
+  _choice("dataset", config.dataset, DATASETS)
+  _choice("model", config.model, MODELS)
+  _choice("arch", config.arch, ARCHS)
+  _at_least("latent_dim", config.latent_dim, 1)
+  _at_least("epochs", config.epochs, 1)
+  if not config.milestones or any(m < 1 for m in config.milestones):
+    raise ConfigError(
+        f"--milestones={','.join(map(str, config.milestones))} must be positive "
+        "integers, e.g. --milestones=20,50,80")
+  _at_least("checkpoint_every", config.checkpoint_every, 1)
+  if config.train_examples is not None:
+    _at_least("train_examples", config.train_examples, 1)
+  _at_least("batch_size", config.batch_size, 1)
+  if config.batch_size > config.num_train:
+    raise ConfigError(
+        f"--batch_size={config.batch_size} is larger than the training set "
+        f"({config.num_train} images); use 1..{config.num_train}")
+  for name in ("learning_rate", "beta"):
+    value = getattr(config, name)
+    low_ok = value > 0 if name == "learning_rate" else value >= 0
+    if not (math.isfinite(value) and low_ok):
+      sign = "positive" if name == "learning_rate" else "non-negative"
+      raise ConfigError(f"--{name}={value} must be a finite {sign} number")
+  if config.num_devices is not None:
+    _at_least("num_devices", config.num_devices, 1)
+  if config.manual_dir is not None:
+    validate_manual_dir(config.manual_dir)
+
+
+def validate_manual_dir(manual_dir: str) -> None:
+  if not os.path.isdir(manual_dir):
+    raise ConfigError(f"--manual_dir={manual_dir} does not exist or is not a folder")
+  missing = [f for f in MANUAL_FILES if not os.path.isfile(os.path.join(manual_dir, f))]
+  if missing:
+    raise ConfigError(
+        f"--manual_dir={manual_dir} lacks {', '.join(missing)} "
+        f"(it must hold the four official files: {', '.join(MANUAL_FILES)})")
+
+
+def to_dict(config: Config) -> dict[str, Any]:
+  d = dataclasses.asdict(config)
+  d["milestones"] = list(config.milestones)
+  return d
+
+
+def from_dict(d: dict[str, Any]) -> Config:
+  known = {f.name for f in dataclasses.fields(Config)}
+  d = {k: v for k, v in d.items() if k in known}
+  d["milestones"] = tuple(d.get("milestones", Config.milestones))
+  return Config(**d)
+
+
+def save(config: Config, workdir: str) -> None:
+  os.makedirs(workdir, exist_ok=True)
+  tmp = os.path.join(workdir, CONFIG_FILE + ".tmp")
+  with open(tmp, "w") as f:
+    json.dump(to_dict(config), f, indent=2, sort_keys=True)
+    f.write("\n")
+  os.replace(tmp, os.path.join(workdir, CONFIG_FILE))  # atomic: never half-written
+
+
+def load(workdir: str) -> Config:
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.isfile(path):
+    raise ConfigError(f"--workdir={workdir} holds no {CONFIG_FILE}: not a vae_jax run")
+  with open(path) as f:
+    return from_dict(json.load(f))
+
+
+def result_differences(old: Config, new: Config) -> list[str]:
+  """The RESULT_FIELDS that differ, as 'name: old -> new'."""
+  return [
+      f"{name}: {getattr(old, name)!r} -> {getattr(new, name)!r}"
+      for name in RESULT_FIELDS
+      if getattr(old, name) != getattr(new, name)
+  ]

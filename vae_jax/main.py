@@ -1,0 +1,76 @@
+"""Entry point for training: python -m vae_jax.main --latent_dim=2 --epochs=150."""
+
+from __future__ import annotations
+
+import logging
+
+from absl import app, flags
+
+from vae_jax import cli
+from vae_jax import config as config_lib
+from vae_jax.config import Config, ConfigError
+
+flags.DEFINE_string("workdir", None, "Run folder (default runs/<dataset>_<model>_<arch>_z<latent_dim>).")
+flags.DEFINE_string("model", "vae", f"One of {', '.join(config_lib.MODELS)}.")
+flags.DEFINE_string("arch", "mlp", f"One of {', '.join(config_lib.ARCHS)}.")
+flags.DEFINE_string("dataset", "mnist", f"One of {', '.join(config_lib.DATASETS)}.")
+flags.DEFINE_integer("latent_dim", 2, "Dimension of the latent code.")
+flags.DEFINE_integer("epochs", 150, "Number of training epochs.")
+flags.DEFINE_list("milestones", ["20", "50", "80", "100", "150"],
+                  "Epochs with a checkpoint and figures; the last epoch is always one.")
+flags.DEFINE_integer("batch_size", 128, "Training batch size (global, over all devices).")
+flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.")
+flags.DEFINE_float("beta", 1.0, "Weight of the KL term (VAE).")
+flags.DEFINE_integer("seed", 0, "Seed of every random number of the run.")
+flags.DEFINE_integer("train_examples", None, "Use only the first N training images (default all).")
+flags.DEFINE_integer("checkpoint_every", 10, "Also keep the newest state every N epochs, for resuming.")
+flags.DEFINE_integer("num_devices", None, "Use only the first N devices (default all).")
+flags.DEFINE_string("data_dir", None, "tensorflow-datasets data dir (default ~/tensorflow_datasets).")
+flags.DEFINE_string("manual_dir", None, "Folder with the four official *-idx?-ubyte.gz files (offline).")
+flags.DEFINE_bool("overwrite", False, "Discard a run in --workdir that was made with other settings.")
+flags.DEFINE_bool("distributed", False, "Multi-host: call jax.distributed.initialize() first.")
+FLAGS = flags.FLAGS
+
+
+def parse_milestones(values: list[str]) -> tuple[int, ...]:
+  try:
+    return tuple(int(v) for v in values)
+  except ValueError:
+    raise ConfigError(
+        f"--milestones={','.join(values)} must be positive integers, e.g. --milestones=20,50,80"
+    ) from None
+
+
+def config_from_flags() -> Config:
+  return Config(
+      dataset=FLAGS.dataset, model=FLAGS.model, arch=FLAGS.arch, latent_dim=FLAGS.latent_dim,
+      epochs=FLAGS.epochs, milestones=parse_milestones(FLAGS.milestones),
+      batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate, beta=FLAGS.beta,
+      seed=FLAGS.seed, train_examples=FLAGS.train_examples,
+      checkpoint_every=FLAGS.checkpoint_every, num_devices=FLAGS.num_devices,
+      data_dir=FLAGS.data_dir, manual_dir=FLAGS.manual_dir)
+
+
+def train_from_flags() -> None:
+  config = config_from_flags()
+  config_lib.validate(config)  # before anything heavy is imported, loaded or compiled
+  if config.dropped_milestones:
+    logging.warning("milestones %s are after --epochs=%d and are dropped",
+                    list(config.dropped_milestones), config.epochs)
+  if FLAGS.distributed:
+    import jax
+    jax.distributed.initialize()
+  from vae_jax import input_pipeline, train  # Heavy imports (JAX, TensorFlow) after validation.
+  workdir = FLAGS.workdir or config_lib.default_workdir(config)
+  cli.run_reporting(lambda: train.train_and_evaluate(config, workdir, overwrite=FLAGS.overwrite),
+                    (ConfigError, input_pipeline.DataError, train.NonFiniteLossError))
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    cli.fail(f"unexpected arguments {argv[1:]} (flags are written --name=value)")
+  cli.run_reporting(train_from_flags, (ConfigError,))
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=cli.parse_flags)

@@ -1,0 +1,153 @@
+"""Encoders, decoders, and the VAE and AE models (pure-functional Flax linen)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+IMAGE_SHAPE = (28, 28, 1)
+
+# exp(20) ~ 5e8 and exp(-30) ~ 1e-13 are finite in float32, so the KL term and
+# the sample's standard deviation can neither overflow nor underflow to NaN.
+LOGVAR_MIN, LOGVAR_MAX = -30.0, 20.0
+
+
+def reparameterize(key: jax.Array, mean: jax.Array, logvar: jax.Array) -> jax.Array:
+  """z = mean + sigma * eps with eps ~ N(0, I) from key: differentiable in mean, logvar."""
+  eps = jax.random.normal(key, mean.shape, mean.dtype)
+  return mean + jnp.exp(0.5 * logvar) * eps
+
+
+class MLPTrunk(nn.Module):
+  """784 -> 512 -> 256, ReLU."""
+
+  @nn.compact
+  def __call__(self, images: jax.Array) -> jax.Array:
+    x = images.reshape((images.shape[0], -1))
+    x = nn.relu(nn.Dense(512)(x))
+    return nn.relu(nn.Dense(256)(x))
+
+
+class ConvTrunk(nn.Module):
+  """Conv 32 (3x3, stride 2) -> Conv 64 (3x3, stride 2) -> Dense 16, ReLU."""
+
+  @nn.compact
+  def __call__(self, images: jax.Array) -> jax.Array:
+    x = nn.relu(nn.Conv(32, (3, 3), strides=(2, 2), padding="SAME")(images))
+    x = nn.relu(nn.Conv(64, (3, 3), strides=(2, 2), padding="SAME")(x))
+    x = x.reshape((x.shape[0], -1))
+    return nn.relu(nn.Dense(16)(x))
+
+
+class MLPDecoder(nn.Module):
+  """latent -> 256 -> 512 -> 784 logits, ReLU."""
+
+  @nn.compact
+  def __call__(self, z: jax.Array) -> jax.Array:
+    x = nn.relu(nn.Dense(256)(z))
+    x = nn.relu(nn.Dense(512)(x))
+    return nn.Dense(784)(x).reshape((z.shape[0],) + IMAGE_SHAPE)
+
+
+class ConvDecoder(nn.Module):
+  """Dense 7*7*64 -> ConvT 64 (stride 2) -> ConvT 32 (stride 2) -> ConvT 1 logits."""
+
+  @nn.compact
+  def __call__(self, z: jax.Array) -> jax.Array:
+    x = nn.relu(nn.Dense(7 * 7 * 64)(z)).reshape((z.shape[0], 7, 7, 64))
+    x = nn.relu(nn.ConvTranspose(64, (3, 3), strides=(2, 2), padding="SAME")(x))
+    x = nn.relu(nn.ConvTranspose(32, (3, 3), strides=(2, 2), padding="SAME")(x))
+    return nn.ConvTranspose(1, (3, 3), strides=(1, 1), padding="SAME")(x)
+
+
+TRUNKS = {"mlp": MLPTrunk, "conv": ConvTrunk}
+DECODERS = {"mlp": MLPDecoder, "conv": ConvDecoder}
+
+
+class Encoder(nn.Module):
+  """Images [B, 28, 28, 1] in [0, 1] -> (mean, logvar) [B, D]; logvar is None if not variational."""
+
+  arch: str
+  latent_dim: int
+  variational: bool = True
+
+  @nn.compact
+  def __call__(self, images: jax.Array) -> tuple[jax.Array, Optional[jax.Array]]:
+    h = TRUNKS[self.arch](name="trunk")(images)
+    mean = nn.Dense(self.latent_dim, name="mean")(h)
+    if not self.variational:
+      return mean, None
+    logvar = nn.Dense(self.latent_dim, name="logvar")(h)
+    return mean, jnp.clip(logvar, LOGVAR_MIN, LOGVAR_MAX)
+
+
+class Decoder(nn.Module):
+  """Codes [B, D] -> Bernoulli logits [B, 28, 28, 1]."""
+
+  arch: str
+
+  @nn.compact
+  def __call__(self, z: jax.Array) -> jax.Array:
+    return DECODERS[self.arch](name="net")(z)
+
+
+class VAE(nn.Module):
+  """Variational autoencoder: q(z|x) = N(mean, exp(logvar)), p(z) = N(0, I)."""
+
+  arch: str
+  latent_dim: int
+  variational = True
+
+  def setup(self):
+    self.encoder = Encoder(self.arch, self.latent_dim, variational=True)
+    self.decoder = Decoder(self.arch)
+
+  def __call__(self, images: jax.Array, key: jax.Array):
+    """-> (logits, mean, logvar); z is sampled with the reparameterization from key."""
+    mean, logvar = self.encoder(images)
+    return self.decoder(reparameterize(key, mean, logvar)), mean, logvar
+
+  def encode(self, images: jax.Array):
+    return self.encoder(images)
+
+  def decode(self, z: jax.Array) -> jax.Array:
+    return self.decoder(z)
+
+
+class AE(nn.Module):
+  """Deterministic autoencoder: one code per image, no KL term."""
+
+  arch: str
+  latent_dim: int
+  variational = False
+
+  def setup(self):
+    self.encoder = Encoder(self.arch, self.latent_dim, variational=False)
+    self.decoder = Decoder(self.arch)
+
+  def __call__(self, images: jax.Array, key: Optional[jax.Array] = None):
+    """-> (logits, code, None); key is unused, kept for the VAE's signature."""
+    del key
+    code, _ = self.encoder(images)
+    return self.decoder(code), code, None
+
+  def encode(self, images: jax.Array):
+    return self.encoder(images)
+
+  def decode(self, z: jax.Array) -> jax.Array:
+    return self.decoder(z)
+
+
+MODELS = {"vae": VAE, "ae": AE}
+
+
+def make_model(model: str, arch: str, latent_dim: int) -> nn.Module:
+  return MODELS[model](arch=arch, latent_dim=latent_dim)
+
+
+def init_params(model: nn.Module, key: jax.Array):
+  images = jnp.zeros((1,) + IMAGE_SHAPE, jnp.float32)
+  return model.init(key, images, jax.random.PRNGKey(0))["params"]

@@ -1,0 +1,116 @@
+"""One function per figure: each takes arrays and a path, and writes a PNG."""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # Files only; never needs a display.
+import matplotlib.ticker  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+DPI = 110
+
+
+def tile(images: np.ndarray, gap: int = 0) -> np.ndarray:
+  """[R, C, H, W] -> one [R*(H+gap)-gap, C*(W+gap)-gap] image, gaps filled with 1 (white)."""
+  rows, cols, h, w = images.shape
+  canvas = np.ones((rows * (h + gap) - gap, cols * (w + gap) - gap), images.dtype)
+  for r in range(rows):
+    for c in range(cols):
+      canvas[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w] = images[r, c]
+  return canvas
+
+
+def _save(fig, path: str) -> None:
+  fig.savefig(path, dpi=DPI, bbox_inches="tight")
+  plt.close(fig)
+
+
+def image_grid(images: np.ndarray, path: str, title: str) -> None:
+  """images: [R, C, 28, 28] pixel intensities in [0, 1]."""
+  fig, ax = plt.subplots(figsize=(images.shape[1] * 0.6, images.shape[0] * 0.6 + 0.4))
+  ax.imshow(tile(images, gap=2), cmap="gray", vmin=0.0, vmax=1.0)
+  ax.set_title(title, fontsize=9)
+  ax.axis("off")
+  _save(fig, path)
+
+
+def reconstructions(originals: np.ndarray, recons: np.ndarray, path: str, title: str) -> None:
+  """originals, recons: [R, C, 28, 28]; row pairs show each digit above its reconstruction."""
+  rows, cols = originals.shape[:2]
+  fig, axes = plt.subplots(2 * rows, 1, figsize=(cols * 0.6, rows * 1.3 + 0.4))
+  for r in range(rows):
+    for ax, imgs, name in ((axes[2 * r], originals[r], "input"),
+                           (axes[2 * r + 1], recons[r], "reconstruction")):
+      ax.imshow(tile(imgs[None], gap=2), cmap="gray", vmin=0.0, vmax=1.0)
+      ax.set_xticks([])
+      ax.set_yticks([])
+      ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
+  axes[0].set_title(title, fontsize=9)
+  _save(fig, path)
+
+
+def latent_scatter(coords: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
+                   axis_labels: tuple[str, str], path: str, title: str,
+                   manifold_extent: Optional[tuple[float, float, float, float]] = None) -> None:
+  """coords: [N, 2] points coloured by labels [N]; a dashed box marks the manifold's range."""
+  fig, ax = plt.subplots(figsize=(7.5, 6))
+  cmap = plt.get_cmap("tab10")
+  order = np.random.default_rng(0).permutation(len(labels))  # no class painted over the rest
+  ax.scatter(coords[order, 0], coords[order, 1], c=cmap(labels[order] % 10), s=2, alpha=0.6,
+             linewidths=0, rasterized=True)
+  handles = [plt.Line2D([], [], marker="o", ls="", color=cmap(i), label=name)
+             for i, name in enumerate(class_names)]
+  if manifold_extent is not None:
+    x0, x1, y0, y1 = manifold_extent
+    ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ls="--", color="k", lw=1))
+    handles.append(plt.Line2D([], [], ls="--", color="k", label="manifold range"))
+  ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8,
+            markerscale=1.5, frameon=False)
+  ax.set_xlabel(axis_labels[0])
+  ax.set_ylabel(axis_labels[1])
+  ax.set_title(title, fontsize=10)
+  _save(fig, path)
+
+
+def latent_manifold(images: np.ndarray, extent: tuple[float, float, float, float],
+                    path: str, title: str) -> None:
+  """images: [rows, cols, 28, 28] decoded on a grid; row 0 is the highest z[1], as on the axes.
+
+  extent: (x0, x1, y0, y1) of the cell centres in latent units, so ticks read as z values.
+  """
+  rows, cols = images.shape[:2]
+  x0, x1, y0, y1 = extent
+  half_x, half_y = (x1 - x0) / (cols - 1) / 2, (y1 - y0) / (rows - 1) / 2
+  fig, ax = plt.subplots(figsize=(8, 8))
+  ax.imshow(tile(images), cmap="gray", vmin=0.0, vmax=1.0, aspect="auto",
+            extent=(x0 - half_x, x1 + half_x, y0 - half_y, y1 + half_y))
+  ax.set_xlabel("z[0]")
+  ax.set_ylabel("z[1]")
+  ax.set_title(title, fontsize=10)
+  _save(fig, path)
+
+
+def loss_curves(history: Sequence[dict[str, float]], path: str, title: str,
+                with_kl: bool = True) -> None:
+  """Train and validation loss per epoch, with its reconstruction (and KL) parts."""
+  epochs = [row["epoch"] for row in history]
+  parts = [("loss", "loss = recon + beta * KL"), ("recon", "reconstruction (-log p(x|z))")]
+  if with_kl:
+    parts.append(("kl", "KL(q(z|x) || p(z))"))
+  fig, axes = plt.subplots(1, len(parts), figsize=(4.2 * len(parts), 3.6))
+  for ax, (key, name) in zip(axes, parts):
+    for split, style in (("train", "-"), ("val", "--")):
+      ax.plot(epochs, [row[f"{split}_{key}"] for row in history], style, label=split)
+    ax.set_title(name, fontsize=9)
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.set_ylabel("nats per image")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+  fig.suptitle(title, fontsize=10)
+  fig.tight_layout()
+  _save(fig, path)

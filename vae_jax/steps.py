@@ -1,0 +1,134 @@
+"""Compiled computations: the train state, the train step and epoch, batched evaluation."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, NamedTuple
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from vae_jax import losses, models, parallel
+from vae_jax.config import Config
+from vae_jax.input_pipeline import to_float
+
+# Independent random streams folded out of the run's base key, so that each is
+# a pure function of (seed, step or epoch) and a resumed run draws the same numbers.
+SAMPLE_STREAM, SHUFFLE_STREAM, EVAL_STREAM, FIGURE_STREAM = 0, 1, 2, 3
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array       # int32 [], optimizer steps taken
+  epoch: jax.Array      # int32 [], epochs completed
+  params: Any
+  opt_state: Any
+  rng: jax.Array        # uint32 [2], the run's base key; never advanced, only folded
+
+
+def make_optimizer(config: Config) -> optax.GradientTransformation:
+  return optax.adam(config.learning_rate)
+
+
+def init_state(model: nn.Module, tx: optax.GradientTransformation, seed: int) -> TrainState:
+  init_key, rng = jax.random.split(jax.random.PRNGKey(seed))
+  params = models.init_params(model, init_key)
+  zero = jnp.zeros((), jnp.int32)
+  return TrainState(step=zero, epoch=zero, params=params, opt_state=tx.init(params), rng=rng)
+
+
+def per_image_terms(model: nn.Module, params, images_u8: jax.Array, key: jax.Array,
+                    beta: float) -> dict[str, jax.Array]:
+  """loss, recon and kl per image [B] for a batch of uint8 images."""
+  images = to_float(images_u8)
+  logits, mean, logvar = model.apply({"params": params}, images, key)
+  return losses.loss_terms(logits, images, mean, logvar, beta)
+
+
+def train_step(state: TrainState, images_u8: jax.Array, *, model: nn.Module,
+               tx: optax.GradientTransformation, beta: float):
+  """One Adam step on the batch mean of the loss -> (state, per-batch sums of the terms)."""
+  key = jax.random.fold_in(jax.random.fold_in(state.rng, SAMPLE_STREAM), state.step)
+
+  def batch_loss(params):
+    terms = per_image_terms(model, params, images_u8, key, beta)
+    return terms["loss"].mean(), terms
+
+  grads, terms = jax.grad(batch_loss, has_aux=True)(state.params)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                        opt_state=opt_state)
+  return state, jax.tree.map(jnp.sum, terms)
+
+
+def epoch_batches(state: TrainState, num_examples: int, batch_size: int) -> jax.Array:
+  """Indices [steps, batch_size] of this epoch's shuffled batches; the remainder is dropped."""
+  key = jax.random.fold_in(jax.random.fold_in(state.rng, SHUFFLE_STREAM), state.epoch)
+  steps = num_examples // batch_size
+  return jax.random.permutation(key, num_examples)[: steps * batch_size].reshape(steps, batch_size)
+
+
+def train_epoch(state: TrainState, images_u8: jax.Array, *, model: nn.Module,
+                tx: optax.GradientTransformation, beta: float, batch_size: int,
+                batch_sharding=None):
+  """A whole epoch as one scan over train_step -> (state, mean terms per image)."""
+  batches = epoch_batches(state, images_u8.shape[0], batch_size)
+
+  def step(state, idx):
+    batch = images_u8[idx]
+    if batch_sharding is not None:
+      batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
+    return train_step(state, batch, model=model, tx=tx, beta=beta)
+
+  state, sums = jax.lax.scan(step, state, batches)
+  num_images = batches.size
+  return state.replace(epoch=state.epoch + 1), jax.tree.map(lambda s: s.sum() / num_images, sums)
+
+
+def map_batches(fn: Callable, images_u8: jax.Array, batch_size: int, batch_sharding=None):
+  """fn(batch_u8 [B, ...], batch_index) -> pytree of [B, ...], applied to all images.
+
+  Pads the last batch and trims the result, so every image is used exactly once.
+  """
+  n = images_u8.shape[0]
+  padded = jnp.pad(images_u8, [(0, (-n) % batch_size)] + [(0, 0)] * (images_u8.ndim - 1))
+  batches = padded.reshape((-1, batch_size) + images_u8.shape[1:])
+
+  def body(carry, xs):
+    batch, i = xs
+    if batch_sharding is not None:
+      batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
+    return carry, fn(batch, i)
+
+  _, out = jax.lax.scan(body, None, (batches, jnp.arange(batches.shape[0])))
+  return jax.tree.map(lambda o: o.reshape((-1,) + o.shape[2:])[:n], out)
+
+
+def evaluate(state: TrainState, images_u8: jax.Array, *, model: nn.Module, beta: float,
+             batch_size: int, batch_sharding=None) -> dict[str, jax.Array]:
+  """Mean terms per image over a whole split; the sample key is fixed across epochs."""
+  key = jax.random.fold_in(state.rng, EVAL_STREAM)
+
+  def terms(batch, i):
+    return per_image_terms(model, state.params, batch, jax.random.fold_in(key, i), beta)
+
+  return jax.tree.map(jnp.mean, map_batches(terms, images_u8, batch_size, batch_sharding))
+
+
+class Compiled(NamedTuple):
+  train_epoch: Callable   # (state, images_u8) -> (state, terms); donates state
+  evaluate: Callable      # (state, images_u8) -> terms
+
+
+def compile_fns(model: nn.Module, tx: optax.GradientTransformation, config: Config,
+                mesh=None) -> Compiled:
+  sharding = None if mesh is None else parallel.batch_sharded(mesh)
+  common = dict(model=model, beta=config.beta, batch_size=config.batch_size,
+                batch_sharding=sharding)
+  return Compiled(
+      train_epoch=jax.jit(functools.partial(train_epoch, tx=tx, **common), donate_argnums=0),
+      evaluate=jax.jit(functools.partial(evaluate, **common)),
+  )

@@ -1,0 +1,94 @@
+"""The training loop: data, resume, compiled epochs, metrics, milestone checkpoints and figures."""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+from typing import Callable, NamedTuple
+
+import jax
+
+from vae_jax import checkpoints, models, parallel, report, steps, workdir as workdir_lib
+from vae_jax.config import Config, validate
+from vae_jax.input_pipeline import Split, load_split, train_split
+
+
+class NonFiniteLossError(RuntimeError):
+  """Training produced NaN or Inf; the message names the epoch and the last good checkpoint."""
+
+
+class Data(NamedTuple):
+  train: Split
+  val: Split
+
+
+def load_data(config: Config) -> Data:
+  """The training split (first train_examples) and the test split as validation data."""
+  load = functools.partial(load_split, config.dataset, data_dir=config.data_dir,
+                           manual_dir=config.manual_dir)
+  return Data(train=load(train_split(config.train_examples)), val=load("test"))
+
+
+def metrics_row(epoch: int, train_terms, val_terms, seconds: float) -> dict[str, float]:
+  row = {"epoch": epoch}
+  for prefix, terms in (("train", train_terms), ("val", val_terms)):
+    row.update({f"{prefix}_{k}": float(terms[k]) for k in ("loss", "recon", "kl")})
+  row["seconds"] = seconds
+  return row
+
+
+def progress_line(row: dict[str, float], epochs: int, eta_seconds: float) -> str:
+  return (f"epoch {row['epoch']:4d}/{epochs}  train {row['train_loss']:8.3f} "
+          f"(recon {row['train_recon']:8.3f} kl {row['train_kl']:6.3f})  "
+          f"val {row['val_loss']:8.3f} (recon {row['val_recon']:8.3f} kl {row['val_kl']:6.3f})  "
+          f"{row['seconds']:6.2f}s  eta {eta_seconds / 60:5.1f} min")
+
+
+def train_and_evaluate(config: Config, workdir: str, overwrite: bool = False,
+                       log: Callable[[str], None] = print) -> steps.TrainState:
+  """Trains (or resumes) a run in workdir; checkpoints and figures at each milestone."""
+  validate(config)
+  mesh = parallel.make_mesh(config.num_devices)
+  parallel.check_batch_size(config.batch_size, mesh)
+  workdir_lib.prepare(workdir, config, overwrite)
+  data = load_data(config)
+  model = models.make_model(config.model, config.arch, config.latent_dim)
+  tx = steps.make_optimizer(config)
+  fns = steps.compile_fns(model, tx, config, mesh)
+  manager = checkpoints.RunCheckpoints(workdir)
+  fresh = parallel.put_replicated(steps.init_state(model, tx, config.seed), mesh)
+  state = manager.restore_newest(fresh) or fresh
+  start = int(state.epoch)
+  if start:
+    log(f"resuming from the checkpoint of epoch {start} in {workdir}")
+  history = workdir_lib.truncate_metrics(workdir, start)
+  train_images, val_images = parallel.put_replicated(
+      (data.train.images, data.val.images), mesh)
+  log(f"training {config.model}/{config.arch} z={config.latent_dim} on "
+      f"{len(data.train.images)} {config.dataset} images, {mesh.size} "
+      f"{jax.default_backend()} device(s); epochs {start + 1}..{config.epochs}, "
+      f"milestones {list(config.milestone_epochs)}; compiling...")
+  run_start = time.time()
+  for epoch in range(start + 1, config.epochs + 1):
+    epoch_start = time.time()
+    state, train_terms = fns.train_epoch(state, train_images)
+    val_terms = jax.block_until_ready(fns.evaluate(state, val_images))
+    row = metrics_row(epoch, train_terms, val_terms, time.time() - epoch_start)
+    if not all(math.isfinite(v) for v in row.values()):
+      raise NonFiniteLossError(
+          f"epoch {epoch}: the loss became non-finite (train {row['train_loss']}, "
+          f"val {row['val_loss']}); training stopped. Last good checkpoint: "
+          f"{manager.newest_description()}. Try a smaller --learning_rate.")
+    history.append(row)
+    workdir_lib.append_metrics(workdir, row)
+    seconds_per_epoch = (time.time() - run_start) / (epoch - start)
+    log(progress_line(row, config.epochs, seconds_per_epoch * (config.epochs - epoch)))
+    if epoch in config.milestone_epochs:
+      manager.save_milestone(epoch, state)
+      out = report.write_milestone(state, model, config, data, history, workdir, epoch, mesh)
+      log(f"milestone {epoch}: checkpoint saved, figures in {out}")
+    elif epoch % config.checkpoint_every == 0:
+      manager.save_latest(epoch, state)
+  manager.close()
+  return state
