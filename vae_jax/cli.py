@@ -10,6 +10,12 @@ from absl import logging as absl_logging
 
 USAGE_ERROR = 2
 
+# Flags every entry point has; defined once here so the entry points can share a process.
+flags.DEFINE_string("workdir", None, "The run folder (holds config.json, checkpoints/, plots/).")
+flags.DEFINE_string("data_dir", None, "tensorflow-datasets data dir (default ~/tensorflow_datasets).")
+flags.DEFINE_string("manual_dir", None,
+                    "Folder with the four official *-idx?-ubyte.gz files (for machines offline).")
+
 
 def fail(message: str) -> NoReturn:
   print(f"error: {message}", file=sys.stderr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Optional
 
 import numpy as np
@@ -37,18 +38,31 @@ def load_split(dataset: str, split: str, data_dir: Optional[str] = None,
   """
   import tensorflow_datasets as tfds  # Heavy (imports TensorFlow): load lazily.
 
-  download_config = tfds.download.DownloadConfig(manual_dir=manual_dir)
+  download_config = tfds.download.DownloadConfig(
+      manual_dir=manual_dir, extract_dir=_extract_dir(dataset, data_dir) if manual_dir else None)
   try:
-    data = tfds.load(
-        dataset, split=split, data_dir=data_dir, batch_size=-1,
-        download_and_prepare_kwargs={"download_config": download_config})
+    data = tfds.load(dataset, split=split, data_dir=data_dir,
+                     download_and_prepare_kwargs={"download_config": download_config})
   except tfds.download.NonMatchingChecksumError as e:
     raise DataError(
         f"a {dataset} file failed its checksum ({_first_line(e)}); it is corrupt "
         "or truncated: replace it with the official file") from e
-  arrays = tfds.as_numpy(data)
-  return Split(images=arrays["image"].astype(np.uint8),
-               labels=arrays["label"].astype(np.int32))
+  # Fixed-size batches rather than batch_size=-1, which needs a known cardinality
+  # (tfds.testing.mock_data has none).
+  batches = list(tfds.as_numpy(data.batch(10_000)))
+  return Split(images=np.concatenate([b["image"] for b in batches]).astype(np.uint8),
+               labels=np.concatenate([b["label"] for b in batches]).astype(np.int32))
+
+
+def _extract_dir(dataset: str, data_dir: Optional[str]) -> str:
+  """A folder of its own per dataset for the files tfds extracts from manual_dir.
+
+  tfds names an extracted manual file after its file name alone, and MNIST and
+  Fashion-MNIST use the same four names: sharing the default folder would build
+  one dataset from the other's files.
+  """
+  root = data_dir or os.environ.get("TFDS_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
+  return os.path.join(root, "downloads", "extracted_manual", dataset)
 
 
 def _first_line(error: Exception) -> str:

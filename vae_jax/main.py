@@ -10,7 +10,6 @@ from vae_jax import cli
 from vae_jax import config as config_lib
 from vae_jax.config import Config, ConfigError
 
-flags.DEFINE_string("workdir", None, "Run folder (default runs/<dataset>_<model>_<arch>_z<latent_dim>).")
 flags.DEFINE_string("model", "vae", f"One of {', '.join(config_lib.MODELS)}.")
 flags.DEFINE_string("arch", "mlp", f"One of {', '.join(config_lib.ARCHS)}.")
 flags.DEFINE_string("dataset", "mnist", f"One of {', '.join(config_lib.DATASETS)}.")
@@ -25,8 +24,6 @@ flags.DEFINE_integer("seed", 0, "Seed of every random number of the run.")
 flags.DEFINE_integer("train_examples", None, "Use only the first N training images (default all).")
 flags.DEFINE_integer("checkpoint_every", 10, "Also keep the newest state every N epochs, for resuming.")
 flags.DEFINE_integer("num_devices", None, "Use only the first N devices (default all).")
-flags.DEFINE_string("data_dir", None, "tensorflow-datasets data dir (default ~/tensorflow_datasets).")
-flags.DEFINE_string("manual_dir", None, "Folder with the four official *-idx?-ubyte.gz files (offline).")
 flags.DEFINE_bool("overwrite", False, "Discard a run in --workdir that was made with other settings.")
 flags.DEFINE_bool("distributed", False, "Multi-host: call jax.distributed.initialize() first.")
 FLAGS = flags.FLAGS

@@ -10,11 +10,8 @@ from vae_jax import cli
 from vae_jax import config as config_lib
 from vae_jax.config import ConfigError
 
-flags.DEFINE_string("workdir", None, "The run folder (holds config.json and checkpoints/).")
 flags.DEFINE_integer("epoch", None, "The milestone epoch to redraw (default: every saved one).")
 flags.DEFINE_string("out", None, "Folder for the figures (default W/plots/epoch_EEE).")
-flags.DEFINE_string("data_dir", None, "Override the tfds data dir stored in config.json.")
-flags.DEFINE_string("manual_dir", None, "Override the manual dir stored in config.json.")
 FLAGS = flags.FLAGS
 
 

@@ -1,0 +1,89 @@
+"""The command line end to end on tfds mock data: train, checkpoint, figures, redraw."""
+
+import os
+
+import jax
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from absl import flags
+
+from vae_jax import checkpoints, cli, main, models, parallel, plot, steps, workdir as workdir_lib
+from vae_jax import config as config_lib
+
+FIGURES = ("samples.png", "reconstructions.png", "latent_scatter.png", "loss_curves.png",
+           "latents.npz")
+
+
+def run_entry_point(entry_main, argv):
+  flags.FLAGS.unparse_flags()
+  cli.parse_flags(["prog"] + argv)
+  entry_main(["prog"])
+
+
+@pytest.fixture
+def mock_mnist():
+  with tfds.testing.mock_data(num_examples=96):
+    yield
+
+
+@pytest.mark.parametrize("model_name,arch", [("vae", "mlp"), ("ae", "mlp"), ("vae", "conv")])
+def test_train_then_redraw_from_checkpoint(tmp_path, mock_mnist, model_name, arch):
+  workdir = str(tmp_path / "run")
+  run_entry_point(main.main, [f"--workdir={workdir}", f"--model={model_name}", f"--arch={arch}",
+                              "--epochs=2", "--milestones=1", "--batch_size=16",
+                              f"--data_dir={tmp_path / 'tfds'}"])
+  config = config_lib.load(workdir)
+  assert (config.model, config.arch, config.epochs) == (model_name, arch, 2)
+  assert [r["epoch"] for r in workdir_lib.read_metrics(workdir)] == [1, 2]
+  with open(os.path.join(workdir, "metrics.csv")) as f:
+    assert f.readline().strip() == ",".join(workdir_lib.METRICS_COLUMNS)
+  manager = checkpoints.RunCheckpoints(workdir, read_only=True)
+  assert manager.milestone_epochs() == [1, 2]
+  for epoch in (1, 2):
+    folder = workdir_lib.plots_dir(workdir, epoch)
+    for name in FIGURES + ("latent_manifold.png",):
+      assert os.path.getsize(os.path.join(folder, name)) > 0, name
+
+  # The redraw needs no flag about the model, and reproduces the arrays exactly.
+  out = tmp_path / "redrawn"
+  run_entry_point(plot.main, [f"--workdir={workdir}", "--epoch=2", f"--out={out}"])
+  original = np.load(os.path.join(workdir_lib.plots_dir(workdir, 2), "latents.npz"))
+  redrawn = np.load(out / "latents.npz")
+  for key in ("means", "labels", "coords"):
+    np.testing.assert_array_equal(original[key], redrawn[key])
+  for name in FIGURES:
+    assert (out / name).stat().st_size > 0
+
+
+def test_checkpoint_round_trip_is_bit_identical(tmp_path):
+  config = config_lib.Config(batch_size=16)
+  model = models.make_model("vae", "mlp", 2)
+  tx = steps.make_optimizer(config)
+  mesh = parallel.make_mesh()
+  state = parallel.put_replicated(steps.init_state(model, tx, seed=3), mesh)
+  images = parallel.put_replicated(np.random.default_rng(0).integers(0, 256, (64, 28, 28, 1),
+                                                                     dtype=np.uint8), mesh)
+  state, _ = steps.compile_fns(model, tx, config, mesh).train_epoch(state, images)
+  manager = checkpoints.RunCheckpoints(str(tmp_path))
+  manager.save_milestone(1, state)
+  manager.close()
+  template = parallel.put_replicated(steps.init_state(model, tx, seed=99), mesh)
+  restored = checkpoints.RunCheckpoints(str(tmp_path), read_only=True).restore_milestone(1, template)
+  assert type(restored) is type(state)
+  for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(restored)):
+    assert a.dtype == b.dtype
+    np.testing.assert_array_equal(a, b)
+  assert int(restored.epoch) == 1 and int(restored.step) == 4
+
+
+def test_plot_names_the_saved_epochs(tmp_path, mock_mnist, capsys):
+  workdir = str(tmp_path / "run")
+  run_entry_point(main.main, [f"--workdir={workdir}", "--epochs=1", "--batch_size=16",
+                              f"--data_dir={tmp_path / 'tfds'}"])
+  with pytest.raises(SystemExit) as exit_info:
+    run_entry_point(plot.main, [f"--workdir={workdir}", "--epoch=7"])
+  assert exit_info.value.code == 2
+  err = capsys.readouterr().err
+  assert "--epoch=7 is not saved" in err and "saved epochs: 1" in err
+  assert len(err.strip().splitlines()) == 1

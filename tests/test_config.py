@@ -1,0 +1,60 @@
+"""Config validation, milestones, and config.json."""
+
+import dataclasses
+
+import pytest
+
+from vae_jax import config as config_lib
+from vae_jax.config import Config, ConfigError
+
+
+def test_milestones_beyond_epochs_are_dropped_and_the_last_epoch_added():
+  config = Config(epochs=60, milestones=(50, 20, 80, 100))
+  assert config.milestone_epochs == (20, 50, 60)
+  assert config.dropped_milestones == (80, 100)
+  assert Config().milestone_epochs == (20, 50, 80, 100, 150)
+
+
+def test_default_workdir_names_the_run():
+  assert config_lib.default_workdir(Config(model="ae", arch="conv", latent_dim=8)) == \
+      "runs/mnist_ae_conv_z8"
+
+
+@pytest.mark.parametrize("change,flag", [
+    (dict(latent_dim=0), "--latent_dim"), (dict(epochs=0), "--epochs"),
+    (dict(milestones=(10, -1)), "--milestones"), (dict(model="gan"), "--model"),
+    (dict(arch="resnet"), "--arch"), (dict(dataset="cifar10"), "--dataset"),
+    (dict(batch_size=0), "--batch_size"), (dict(batch_size=60_001), "--batch_size"),
+    (dict(train_examples=100, batch_size=128), "--batch_size"),
+    (dict(learning_rate=0.0), "--learning_rate"), (dict(learning_rate=float("nan")), "--learning_rate"),
+    (dict(beta=-1.0), "--beta"), (dict(manual_dir="/no/such/folder"), "--manual_dir"),
+])
+def test_invalid_settings_name_the_flag(change, flag):
+  with pytest.raises(ConfigError, match=flag) as error:
+    config_lib.validate(dataclasses.replace(Config(), **change))
+  assert "\n" not in str(error.value)
+
+
+def test_manual_dir_must_hold_the_four_files(tmp_path):
+  (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(b"")
+  with pytest.raises(ConfigError, match="lacks train-labels-idx1-ubyte.gz"):
+    config_lib.validate(Config(manual_dir=str(tmp_path)))
+
+
+def test_valid_defaults_and_real_manual_dir_pass(mnist_dir):
+  config_lib.validate(Config())
+  config_lib.validate(Config(manual_dir=mnist_dir))
+
+
+def test_config_json_round_trip(tmp_path):
+  config = Config(model="ae", arch="conv", latent_dim=5, milestones=(3, 7), train_examples=500,
+                  beta=0.5, manual_dir="/data")
+  config_lib.save(config, str(tmp_path))
+  assert config_lib.load(str(tmp_path)) == config
+
+
+def test_result_differences_ignore_epochs_and_paths():
+  old = Config()
+  assert config_lib.result_differences(old, Config(epochs=300, milestones=(5,), data_dir="/x")) == []
+  assert config_lib.result_differences(old, Config(latent_dim=3, beta=2.0)) == [
+      "latent_dim: 2 -> 3", "beta: 1.0 -> 2.0"]

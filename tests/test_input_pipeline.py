@@ -1,0 +1,29 @@
+"""The real tfds loader on the official MNIST and Fashion-MNIST files."""
+
+import numpy as np
+
+from vae_jax import input_pipeline
+
+
+def test_real_mnist_from_manual_dir(mnist_dir, tfds_dir):
+  train = input_pipeline.load_split("mnist", input_pipeline.train_split(1000), tfds_dir, mnist_dir)
+  test = input_pipeline.load_split("mnist", "test", tfds_dir, mnist_dir)
+  assert train.images.shape == (1000, 28, 28, 1) and train.images.dtype == np.uint8
+  assert test.images.shape == (10_000, 28, 28, 1)
+  assert test.labels.dtype == np.int32 and set(np.unique(test.labels)) == set(range(10))
+  # Real digits: mostly black background, bright strokes, ~19% of pixels inked.
+  assert train.images.max() == 255 and 0.1 < (train.images > 127).mean() < 0.3
+  np.testing.assert_array_equal(np.bincount(test.labels),
+                                [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009])
+
+
+def test_real_fashion_mnist_from_manual_dir(fashion_dir, tfds_dir):
+  test = input_pipeline.load_split("fashion_mnist", "test", tfds_dir, fashion_dir)
+  assert test.images.shape == (10_000, 28, 28, 1)
+  np.testing.assert_array_equal(np.bincount(test.labels), [1000] * 10)
+
+
+def test_to_float_scales_to_unit_interval():
+  x = input_pipeline.to_float(np.array([0, 51, 255], np.uint8))
+  assert x.dtype == np.float32
+  np.testing.assert_allclose(x, [0.0, 0.2, 1.0])

@@ -1,0 +1,87 @@
+"""Shapes, parameter counts and gradients of the models."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vae_jax import losses, models
+
+
+def dense(n_in, n_out):
+  return n_in * n_out + n_out
+
+
+def conv(n_in, n_out, k=3):
+  return k * k * n_in * n_out + n_out
+
+
+def expected_param_count(model, arch, d):
+  heads = 2 if model == "vae" else 1
+  if arch == "mlp":
+    encoder = dense(784, 512) + dense(512, 256) + heads * dense(256, d)
+    decoder = dense(d, 256) + dense(256, 512) + dense(512, 784)
+  else:
+    encoder = conv(1, 32) + conv(32, 64) + dense(7 * 7 * 64, 16) + heads * dense(16, d)
+    decoder = dense(d, 7 * 7 * 64) + conv(64, 64) + conv(64, 32) + conv(32, 1)
+  return encoder + decoder
+
+
+@pytest.mark.parametrize("model_name", ["vae", "ae"])
+@pytest.mark.parametrize("arch", ["mlp", "conv"])
+@pytest.mark.parametrize("latent_dim", [2, 5])
+def test_shapes_and_parameter_counts(model_name, arch, latent_dim):
+  model = models.make_model(model_name, arch, latent_dim)
+  params = models.init_params(model, jax.random.PRNGKey(0))
+  count = sum(p.size for p in jax.tree.leaves(params))
+  assert count == expected_param_count(model_name, arch, latent_dim)
+  images = jax.random.uniform(jax.random.PRNGKey(1), (3, 28, 28, 1))
+  logits, mean, logvar = model.apply({"params": params}, images, jax.random.PRNGKey(2))
+  assert logits.shape == (3, 28, 28, 1)
+  assert mean.shape == (3, latent_dim)
+  assert (logvar is None) == (model_name == "ae")
+  if logvar is not None:
+    assert logvar.shape == (3, latent_dim)
+  z = jnp.ones((4, latent_dim))
+  assert model.apply({"params": params}, z, method="decode").shape == (4, 28, 28, 1)
+
+
+def test_mlp_vae_has_the_documented_size():
+  params = models.init_params(models.make_model("vae", "mlp", 2), jax.random.PRNGKey(0))
+  assert sum(p.size for p in jax.tree.leaves(params)) == 1_068_820
+
+
+def test_reparameterize_is_mean_plus_scaled_noise_and_differentiable():
+  key = jax.random.PRNGKey(3)
+  mean, logvar = jnp.array([[0.5, -1.0]]), jnp.array([[0.2, -0.4]])
+  eps = jax.random.normal(key, mean.shape)
+  z = models.reparameterize(key, mean, logvar)
+  np.testing.assert_allclose(z, mean + jnp.exp(0.5 * logvar) * eps, rtol=1e-6)
+  d_mean = jax.grad(lambda m: models.reparameterize(key, m, logvar).sum())(mean)
+  d_logvar = jax.grad(lambda lv: models.reparameterize(key, mean, lv).sum())(logvar)
+  np.testing.assert_allclose(d_mean, 1.0)
+  np.testing.assert_allclose(d_logvar, 0.5 * jnp.exp(0.5 * logvar) * eps, rtol=1e-6)
+
+
+def test_gradients_reach_the_encoder_through_the_sample():
+  model = models.make_model("vae", "mlp", 2)
+  params = models.init_params(model, jax.random.PRNGKey(0))
+  images = jax.random.uniform(jax.random.PRNGKey(1), (8, 28, 28, 1))
+
+  def recon_only(p):  # no KL: the encoder is reached only through z
+    logits, _, _ = model.apply({"params": p}, images, jax.random.PRNGKey(2))
+    return losses.bernoulli_nll(logits, images).mean()
+
+  grads = jax.grad(recon_only)(params)["encoder"]
+  for head in ("mean", "logvar"):
+    assert float(jnp.abs(grads[head]["kernel"]).sum()) > 0.0
+
+
+def test_logvar_is_clipped_so_the_kl_stays_finite():
+  model = models.make_model("vae", "mlp", 2)
+  params = models.init_params(model, jax.random.PRNGKey(0))
+  params = jax.tree.map(lambda p: p, params)
+  params["encoder"]["logvar"]["bias"] = jnp.array([1e4, -1e4])
+  mean, logvar = model.apply({"params": params}, jnp.ones((1, 28, 28, 1)), method="encode")
+  np.testing.assert_allclose(logvar[0], [models.LOGVAR_MAX, models.LOGVAR_MIN])
+  assert np.isfinite(losses.gaussian_kl(mean, logvar)).all()
