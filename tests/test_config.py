@@ -55,6 +55,6 @@ def test_config_json_round_trip(tmp_path):
 
 def test_result_differences_ignore_epochs_and_paths():
   old = Config()
-  assert config_lib.result_differences(old, Config(epochs=300, milestones=(5,), data_dir="/x")) == []
-  assert config_lib.result_differences(old, Config(latent_dim=3, beta=2.0)) == [
+  assert config_lib.differences(old, Config(epochs=300, milestones=(5,), data_dir="/x")) == []
+  assert config_lib.differences(old, Config(latent_dim=3, beta=2.0)) == [
       "latent_dim: 2 -> 3", "beta: 1.0 -> 2.0"]

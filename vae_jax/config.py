@@ -20,12 +20,14 @@ MANUAL_FILES = (
 )
 CONFIG_FILE = "config.json"
 
-# Settings that change what is trained. A workdir refuses to resume when one of
-# these differs; epochs, milestones, paths and device count may change freely.
+# Settings that define what is trained. A workdir refuses to resume when one of
+# these differs. The rest may change on resume: epochs and milestones (to extend a
+# run), paths and device count (to move it), and the learning rate (to go on
+# after a divergence with a smaller one); such changes are logged.
 RESULT_FIELDS = (
-    "dataset", "model", "arch", "latent_dim", "batch_size", "learning_rate",
-    "beta", "seed", "train_examples",
+    "dataset", "model", "arch", "latent_dim", "batch_size", "beta", "seed", "train_examples",
 )
+RESUMABLE_FIELDS = ("learning_rate", "epochs", "milestones", "checkpoint_every")
 
 
 class ConfigError(ValueError):
@@ -153,10 +155,10 @@ def load(workdir: str) -> Config:
     return from_dict(json.load(f))
 
 
-def result_differences(old: Config, new: Config) -> list[str]:
-  """The RESULT_FIELDS that differ, as 'name: old -> new'."""
+def differences(old: Config, new: Config, fields: tuple[str, ...] = RESULT_FIELDS) -> list[str]:
+  """The fields that differ, as 'name: old -> new'."""
   return [
       f"{name}: {getattr(old, name)!r} -> {getattr(new, name)!r}"
-      for name in RESULT_FIELDS
+      for name in fields
       if getattr(old, name) != getattr(new, name)
   ]

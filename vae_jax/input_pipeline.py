@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from typing import Optional
 
 import numpy as np
@@ -36,17 +37,23 @@ def load_split(dataset: str, split: str, data_dir: Optional[str] = None,
   With manual_dir, tfds builds the dataset from the official files in that
   folder (checksums verified) instead of downloading them.
   """
+  # TensorFlow is only tfds's engine here (it computes nothing of ours): keep its
+  # C++ INFO lines and its oneDNN notice off the console.
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
   import tensorflow_datasets as tfds  # Heavy (imports TensorFlow): load lazily.
+  from tensorflow_datasets.core.download.download_manager import NonMatchingChecksumError
 
   download_config = tfds.download.DownloadConfig(
       manual_dir=manual_dir, extract_dir=_extract_dir(dataset, data_dir) if manual_dir else None)
   try:
     data = tfds.load(dataset, split=split, data_dir=data_dir,
                      download_and_prepare_kwargs={"download_config": download_config})
-  except tfds.download.NonMatchingChecksumError as e:
+  except NonMatchingChecksumError as e:
+    path = re.search(r"downloaded to (\S+?),", str(e))
     raise DataError(
-        f"a {dataset} file failed its checksum ({_first_line(e)}); it is corrupt "
-        "or truncated: replace it with the official file") from e
+        f"{path.group(1) if path else 'a ' + dataset + ' file'} failed tfds's checksum "
+        "check: it is corrupt or truncated; replace it with the official file") from e
   # Fixed-size batches rather than batch_size=-1, which needs a known cardinality
   # (tfds.testing.mock_data has none).
   batches = list(tfds.as_numpy(data.batch(10_000)))
@@ -63,11 +70,6 @@ def _extract_dir(dataset: str, data_dir: Optional[str]) -> str:
   """
   root = data_dir or os.environ.get("TFDS_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
   return os.path.join(root, "downloads", "extracted_manual", dataset)
-
-
-def _first_line(error: Exception) -> str:
-  lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-  return lines[0] if lines else type(error).__name__
 
 
 def to_float(images_u8):

@@ -1,4 +1,4 @@
-"""SubPixelConvTranspose: nn.ConvTranspose('SAME') with the same params, fast to train on CPU."""
+"""SubPixelConvTranspose: nn.ConvTranspose("SAME"), same params, fast to train on CPU."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax.linen.dtypes import promote_dtype
 from flax.linen.linear import default_kernel_init
 
 
@@ -49,7 +50,7 @@ class SubPixelConvTranspose(nn.Module):
   param (zeros where a phase has no tap; _phase_taps), then depth-to-space.
 
   Why: on XLA:CPU the kernel gradient of the lhs-dilated conv that nn.ConvTranspose
-  lowers to is ~20x slower than its arithmetic; every conv here is stride-1 and
+  lowers to is tens of times slower than its arithmetic; every conv here is stride-1,
   undilated, forward and backward. Params ("kernel" (kh, kw, in, features), "bias"
   (features,)), their names, creation order and initialisers are nn.ConvTranspose's,
   so init, params and checkpoints are interchangeable. Like nn.ConvTranspose, any
@@ -74,6 +75,8 @@ class SubPixelConvTranspose(nn.Module):
     batch, x = x.shape[:-3], x.reshape((-1,) + x.shape[-3:])
     cin, f = x.shape[-1], self.features
     kernel = self.param("kernel", self.kernel_init, (kh, kw, cin, f), jnp.float32)
+    bias = self.param("bias", self.bias_init, (f,), jnp.float32) if self.use_bias else None
+    x, kernel, bias = promote_dtype(x, kernel, bias)  # as flax: one common dtype
     (idx_h, pad_h), (idx_w, pad_w) = _phase_taps(kh, sh), _phase_taps(kw, sw)
     # A gather (not a one-hot matmul): exact at any matmul precision, and its
     # gradient scatter-adds straight back into "kernel".
@@ -85,6 +88,6 @@ class SubPixelConvTranspose(nn.Module):
     n, h, wd = z.shape[:3]
     y = z.reshape(n, h, wd, sh, sw, f).transpose(0, 1, 3, 2, 4, 5)
     y = y.reshape(n, h * sh, wd * sw, f)
-    if self.use_bias:
-      y = y + self.param("bias", self.bias_init, (f,), jnp.float32)
+    if bias is not None:
+      y = y + bias
     return y.reshape(batch + y.shape[1:])

@@ -24,7 +24,7 @@ flags.DEFINE_integer("seed", 0, "Seed of every random number of the run.")
 flags.DEFINE_integer("train_examples", None, "Use only the first N training images (default all).")
 flags.DEFINE_integer("checkpoint_every", 10, "Also keep the newest state every N epochs, for resuming.")
 flags.DEFINE_integer("num_devices", None, "Use only the first N devices (default all).")
-flags.DEFINE_bool("overwrite", False, "Discard a run in --workdir that was made with other settings.")
+flags.DEFINE_bool("overwrite", False, "Discard any run in --workdir and start afresh (else an earlier run resumes).")
 flags.DEFINE_bool("distributed", False, "Multi-host: call jax.distributed.initialize() first.")
 FLAGS = flags.FLAGS
 

@@ -51,7 +51,7 @@ def train_and_evaluate(config: Config, workdir: str, overwrite: bool = False,
   validate(config)
   mesh = parallel.make_mesh(config.num_devices)
   parallel.check_batch_size(config.batch_size, mesh)
-  workdir_lib.prepare(workdir, config, overwrite)
+  changed = workdir_lib.prepare(workdir, config, overwrite)
   data = load_data(config)
   model = models.make_model(config.model, config.arch, config.latent_dim)
   tx = steps.make_optimizer(config)
@@ -61,7 +61,8 @@ def train_and_evaluate(config: Config, workdir: str, overwrite: bool = False,
   state = manager.restore_newest(fresh) or fresh
   start = int(state.epoch)
   if start:
-    log(f"resuming from the checkpoint of epoch {start} in {workdir}")
+    log(f"resuming from the checkpoint of epoch {start} in {workdir}"
+        + (f" with changed settings: {'; '.join(changed)}" if changed else ""))
   history = workdir_lib.truncate_metrics(workdir, start)
   train_images, val_images = parallel.put_replicated(
       (data.train.images, data.val.images), mesh)

@@ -20,18 +20,24 @@ def plots_dir(workdir: str, epoch: int) -> str:
   return os.path.join(workdir, "plots", f"epoch_{epoch:03d}")
 
 
-def prepare(workdir: str, config: Config, overwrite: bool) -> None:
+def prepare(workdir: str, config: Config, overwrite: bool) -> list[str]:
   """Writes config.json; refuses a workdir trained with other settings unless overwrite.
 
-  With overwrite, only the run's own files are removed, nothing else in the folder.
+  With overwrite, any earlier run there is discarded: only the run's own files are
+  removed, nothing else in the folder.
+  Returns the resumable settings that changed (config_lib.RESUMABLE_FIELDS).
   """
+  changed = []
   if os.path.isfile(os.path.join(workdir, config_lib.CONFIG_FILE)):
-    differences = config_lib.result_differences(config_lib.load(workdir), config)
+    old = config_lib.load(workdir)
+    differences = config_lib.differences(old, config)
+    changed = config_lib.differences(old, config, config_lib.RESUMABLE_FIELDS)
     if differences and not overwrite:
       raise ConfigError(
           f"--workdir={workdir} holds a run with other settings ({'; '.join(differences)}); "
           "use another --workdir, or --overwrite to discard that run")
-    if differences:
+    if overwrite:
+      changed = []
       for name in RUN_CONTENTS:
         path = os.path.join(workdir, name)
         if os.path.isdir(path):
@@ -39,6 +45,7 @@ def prepare(workdir: str, config: Config, overwrite: bool) -> None:
         elif os.path.exists(path):
           os.remove(path)
   config_lib.save(config, workdir)
+  return changed
 
 
 def read_metrics(workdir: str) -> list[dict[str, float]]:

@@ -1,0 +1,141 @@
+"""Runs that survive a kill, a half-written checkpoint, changed settings and a divergence."""
+
+import dataclasses
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import REPO
+from vae_jax import checkpoints, models, parallel, steps, train, workdir as workdir_lib
+from vae_jax.config import Config, ConfigError
+
+
+def small_config(tfds_dir, mnist_dir, **changes):
+  # 16 steps an epoch on real MNIST; a checkpoint every epoch so a kill can land anywhere.
+  base = Config(epochs=6, milestones=(6,), train_examples=2048, checkpoint_every=1,
+                data_dir=tfds_dir, manual_dir=mnist_dir)
+  return dataclasses.replace(base, **changes)
+
+
+def cli_args(config, workdir):
+  return [f"--workdir={workdir}", f"--epochs={config.epochs}",
+          f"--milestones={','.join(map(str, config.milestones))}",
+          f"--train_examples={config.train_examples}", f"--checkpoint_every={config.checkpoint_every}",
+          f"--data_dir={config.data_dir}", f"--manual_dir={config.manual_dir}"]
+
+
+def final_state(workdir, config):
+  model = models.make_model(config.model, config.arch, config.latent_dim)
+  tx = steps.make_optimizer(config)
+  template = parallel.put_replicated(steps.init_state(model, tx, config.seed), parallel.make_mesh())
+  return checkpoints.RunCheckpoints(workdir, read_only=True).restore_milestone(config.epochs, template)
+
+
+def assert_states_equal(a, b):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(x, y)
+
+
+def test_sigkill_and_rerun_ends_bit_identical_to_an_uninterrupted_run(tmp_path, tfds_dir, mnist_dir):
+  config = small_config(tfds_dir, mnist_dir)
+  uninterrupted = str(tmp_path / "uninterrupted")
+  train.train_and_evaluate(config, uninterrupted, log=lambda _: None)
+
+  killed = str(tmp_path / "killed")
+  command = [sys.executable, "-m", "vae_jax.main", *cli_args(config, killed)]
+  env = dict(os.environ, PYTHONPATH=REPO)
+  process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 240
+  while len(workdir_lib.read_metrics(killed)) < 3 and process.poll() is None and time.time() < deadline:
+    time.sleep(0.05)
+  time.sleep(0.15)  # land somewhere inside the next epoch or save
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+  rows_at_kill = len(workdir_lib.read_metrics(killed))
+  assert 3 <= rows_at_kill < 6
+
+  rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+  assert rerun.returncode == 0, rerun.stderr
+  assert "resuming from the checkpoint of epoch" in rerun.stdout
+  assert_states_equal(final_state(killed, config), final_state(uninterrupted, config))
+  assert workdir_lib.read_metrics(killed) == [
+      dict(r, seconds=r2["seconds"]) for r, r2 in
+      zip(workdir_lib.read_metrics(uninterrupted), workdir_lib.read_metrics(killed))]
+
+
+def test_half_written_checkpoint_is_never_restored(tmp_path, tfds_dir, mnist_dir):
+  config = small_config(tfds_dir, mnist_dir, epochs=2, milestones=(2,))
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(config, workdir, log=lambda _: None)
+  latest = os.path.join(workdir, checkpoints.LATEST_DIR)
+  assert sorted(os.listdir(latest)) == ["1"]
+  # What a kill during the save of epoch 5 leaves: Orbax's temporary folder, not finalised.
+  partial = os.path.join(latest, "5.orbax-checkpoint-tmp")
+  shutil.copytree(os.path.join(latest, "1"), partial)
+  os.remove(os.path.join(partial, "_CHECKPOINT_METADATA"))
+  manager = checkpoints.RunCheckpoints(workdir, read_only=True)
+  assert manager.newest_description().startswith("epoch 2 ")
+  assert manager.latest.all_steps() == [1]
+
+  lines = []
+  train.train_and_evaluate(dataclasses.replace(config, epochs=3, milestones=(3,)), workdir,
+                           log=lines.append)
+  assert any("resuming from the checkpoint of epoch 2" in l for l in lines)
+  assert [r["epoch"] for r in workdir_lib.read_metrics(workdir)] == [1, 2, 3]
+
+
+def test_other_settings_are_refused_and_overwrite_starts_afresh(tmp_path, tfds_dir, mnist_dir):
+  config = small_config(tfds_dir, mnist_dir, epochs=1, milestones=(1,))
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(config, workdir, log=lambda _: None)
+  before = sorted(os.listdir(workdir))
+  with pytest.raises(ConfigError, match=r"latent_dim: 2 -> 3; beta: 1.0 -> 2.0"):
+    train.train_and_evaluate(dataclasses.replace(config, latent_dim=3, beta=2.0), workdir)
+  assert sorted(os.listdir(workdir)) == before
+  assert workdir_lib.read_metrics(workdir)[0]["epoch"] == 1
+
+  lines = []
+  train.train_and_evaluate(dataclasses.replace(config, latent_dim=3), workdir, overwrite=True,
+                           log=lines.append)
+  assert not any("resuming" in l for l in lines)
+  assert final_state(workdir, dataclasses.replace(config, latent_dim=3)).params[
+      "encoder"]["mean"]["kernel"].shape[-1] == 3
+
+
+def test_divergence_stops_at_once_and_keeps_the_last_good_checkpoint(tmp_path, tfds_dir, mnist_dir):
+  config = small_config(tfds_dir, mnist_dir, epochs=2, milestones=(2,))
+  workdir = str(tmp_path / "run")
+  good = train.train_and_evaluate(config, workdir, log=lambda _: None)
+  absurd = dataclasses.replace(config, epochs=4, milestones=(4,), learning_rate=1e30)
+  with pytest.raises(train.NonFiniteLossError,
+                     match=r"epoch 3: .*non-finite.*Last good checkpoint: epoch 2 "):
+    train.train_and_evaluate(absurd, workdir, log=lambda _: None)
+  assert [r["epoch"] for r in workdir_lib.read_metrics(workdir)] == [1, 2]
+  assert_states_equal(final_state(workdir, config), good)
+  assert checkpoints.RunCheckpoints(workdir, read_only=True).milestone_epochs() == [2]
+
+
+def test_corrupt_data_file_gives_a_checksum_hint(tmp_path, mnist_dir):
+  corrupt = tmp_path / "mnist"
+  shutil.copytree(mnist_dir, corrupt)
+  target = corrupt / "t10k-labels-idx1-ubyte.gz"
+  os.chmod(target, 0o644)
+  target.write_bytes(target.read_bytes()[:1000])
+  env = dict(os.environ, PYTHONPATH=REPO)
+  result = subprocess.run(
+      [sys.executable, "-m", "vae_jax.main", f"--workdir={tmp_path / 'run'}", "--epochs=1",
+       f"--manual_dir={corrupt}", f"--data_dir={tmp_path / 'tfds'}"],
+      env=env, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 2
+  errors = [l for l in result.stderr.splitlines() if l.startswith("error:")]
+  assert len(errors) == 1, result.stderr
+  assert "t10k-labels-idx1-ubyte.gz" in errors[0] and "checksum" in errors[0]
+  assert "Traceback" not in result.stderr
