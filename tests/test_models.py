@@ -85,3 +85,22 @@ def test_logvar_is_clipped_so_the_kl_stays_finite():
   mean, logvar = model.apply({"params": params}, jnp.ones((1, 28, 28, 1)), method="encode")
   np.testing.assert_allclose(logvar[0], [models.LOGVAR_MAX, models.LOGVAR_MIN])
   assert np.isfinite(losses.gaussian_kl(mean, logvar)).all()
+
+
+def test_conv_decoder_is_the_same_function_with_either_upsampling_class(monkeypatch):
+  """The sub-pixel layer used on CPU and flax's ConvTranspose used elsewhere share
+  the parameter tree and give the same logits: checkpoints move between backends."""
+  import flax.linen as nn
+  from vae_jax.layers import SubPixelConvTranspose
+  model = models.make_model("vae", "conv", 2)
+  z = jax.random.normal(jax.random.PRNGKey(1), (5, 2))
+  outputs, trees = [], []
+  for cls in (SubPixelConvTranspose, nn.ConvTranspose):
+    monkeypatch.setattr(models, "upsampling_conv_class", lambda cls=cls: cls)
+    params = models.init_params(model, jax.random.PRNGKey(0))
+    trees.append(jax.tree.map(np.asarray, params))
+    outputs.append(model.apply({"params": trees[0]}, z, method="decode"))
+  assert jax.tree.structure(trees[0]) == jax.tree.structure(trees[1])
+  for a, b in zip(jax.tree.leaves(trees[0]), jax.tree.leaves(trees[1])):
+    np.testing.assert_array_equal(a, b)
+  np.testing.assert_allclose(outputs[0], outputs[1], rtol=1e-5, atol=1e-5)

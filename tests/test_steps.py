@@ -71,23 +71,46 @@ def test_same_seed_gives_bit_identical_parameters_and_other_seed_does_not():
                                                      jax.tree.leaves(c.params)))
 
 
+def per_step_epoch(state, images, step):
+  """The reference: one Python-driven step per batch, the batches in epoch_batches' order."""
+  sums = []
+  for idx in np.asarray(steps.epoch_batches(state, images.shape[0], 32)):
+    state, batch_sums = step(state, images[idx])
+    sums.append(float(batch_sums["loss"]))
+  return state.replace(epoch=state.epoch + 1), sum(sums)
+
+
+def assert_trees_equal(a, b):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(x, y)
+
+
 @pytest.mark.parametrize("arch", ["mlp", "conv"])
 def test_whole_epoch_scan_is_bit_identical_to_per_step_training(arch):
   config, model, tx, state = setup(arch=arch)
   images = jnp.asarray(fake_digits(100))  # 100 = 3 batches of 32 + 4 dropped
   epoch = jax.jit(functools.partial(steps.train_epoch, model=model, tx=tx, beta=1.0,
                                     batch_size=32))
-  step = jax.jit(functools.partial(steps.train_step, model=model, tx=tx, beta=1.0))
+  train_step = functools.partial(steps.train_step, model=model, tx=tx, beta=1.0)
   scanned, terms = epoch(state, images)
 
-  looped, sums = state, []
-  for idx in np.asarray(steps.epoch_batches(state, 100, 32)):
-    looped, batch_sums = step(looped, images[idx])
-    sums.append(batch_sums)
-  looped = looped.replace(epoch=looped.epoch + 1)
-  for x, y in zip(jax.tree.leaves(scanned), jax.tree.leaves(looped)):
-    np.testing.assert_array_equal(x, y)
-  np.testing.assert_allclose(terms["loss"], sum(float(s["loss"]) for s in sums) / 96, rtol=1e-6)
+  plain_jit, loss_sum = per_step_epoch(state, images, jax.jit(train_step))
+  np.testing.assert_allclose(terms["loss"], loss_sum / 96, rtol=1e-6)
+  if arch == "mlp":
+    assert_trees_equal(scanned, plain_jit)
+  else:
+    # XLA:CPU picks another (equally exact) convolution algorithm at the top level of a
+    # program than inside a loop body, so plain-jit conv steps agree only to rounding.
+    # The same step compiled as a one-step loop is the bit-exact per-step reference.
+    for x, y in zip(jax.tree.leaves(scanned), jax.tree.leaves(plain_jit)):
+      np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6)
+    @jax.jit
+    def one_step_loop(state, batch):
+      state, sums = jax.lax.scan(train_step, state, batch[None])
+      return state, jax.tree.map(lambda t: t[0], sums)
+
+    looped, _ = per_step_epoch(state, images, one_step_loop)
+    assert_trees_equal(scanned, looped)
 
 
 def test_epoch_batches_are_a_fresh_permutation_each_epoch():
