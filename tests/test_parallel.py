@@ -1,0 +1,50 @@
+"""Data parallelism on 4 (forced) CPU devices: same losses as 1 device, clear errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+from conftest import REPO
+
+FOUR_DEVICES = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu",
+                    XLA_FLAGS="--xla_force_host_platform_device_count=4")
+
+COMPARE = r"""
+import json, sys, dataclasses, tempfile
+import jax
+from vae_jax import train, workdir
+from vae_jax.config import Config
+assert len(jax.devices()) == 4, jax.devices()
+base = Config(epochs=2, milestones=(2,), train_examples=1024, data_dir=sys.argv[1],
+              manual_dir=sys.argv[2], arch=sys.argv[3])
+rows = {}
+for n in (1, 4):
+  with tempfile.TemporaryDirectory() as w:
+    train.train_and_evaluate(dataclasses.replace(base, num_devices=n), w, log=lambda _: None)
+    rows[n] = workdir.read_metrics(w)
+print(json.dumps(rows))
+"""
+
+
+def test_four_devices_give_the_losses_of_one(tfds_dir, mnist_dir):
+  for arch in ("mlp", "conv"):
+    result = subprocess.run([sys.executable, "-c", COMPARE, tfds_dir, mnist_dir, arch],
+                            env=FOUR_DEVICES, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads(result.stdout.strip().splitlines()[-1])
+    assert len(rows["1"]) == len(rows["4"]) == 2
+    for one, four in zip(rows["1"], rows["4"]):
+      for key in ("train_loss", "train_recon", "train_kl", "val_loss", "val_recon", "val_kl"):
+        assert abs(one[key] - four[key]) <= 1e-3 * abs(one[key]) + 1e-4, (arch, key, one, four)
+
+
+def test_batch_size_not_divisible_by_the_devices_is_a_clear_error(tmp_path):
+  result = subprocess.run(
+      [sys.executable, "-m", "vae_jax.main", f"--workdir={tmp_path / 'run'}", "--batch_size=126"],
+      env=FOUR_DEVICES, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 2
+  errors = [l for l in result.stderr.splitlines() if l.startswith("error:")]
+  assert len(errors) == 1 and "--batch_size=126 is not divisible by the 4 devices" in errors[0]
+  assert "Traceback" not in result.stderr
+  assert not (tmp_path / "run").exists()
