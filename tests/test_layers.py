@@ -1,4 +1,4 @@
-"""SubPixelConvTranspose must equal nn.ConvTranspose("SAME"), params interchangeable."""
+"""The CPU layers must equal flax's: SubPixelConvTranspose = nn.ConvTranspose, PatchConv = nn.Conv."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vae_jax.layers import SubPixelConvTranspose
+from vae_jax.layers import PatchConv, SubPixelConvTranspose
 
 # (input shape, features, kernel, stride): the decoder's two upsampling sizes, an
 # odd size, and other kernel/stride pairs that exercise the general phase tables.
@@ -114,3 +114,38 @@ def test_comparison_catches_a_flipped_kernel():
 def test_unsupported_configs_raise(kwargs):
   with pytest.raises(ValueError):
     SubPixelConvTranspose(8, **kwargs).init(jax.random.key(0), jnp.ones((1, 6, 6, 3)))
+
+
+# (input shape, features, kernel, stride) for PatchConv: the encoder's two strided
+# convolutions, the decoder's stride-1 output layer, and odd sizes.
+CONV_CASES = [
+    ((4, 28, 28, 1), 32, 3, 2),
+    ((4, 14, 14, 32), 64, 3, 2),
+    ((2, 28, 28, 32), 1, 3, 1),
+    ((2, 5, 7, 3), 8, 3, 2),
+    ((2, 6, 5, 3), 4, 4, 3),
+    ((2, 5, 5, 2), 3, 1, 1),
+]
+
+
+@pytest.mark.parametrize("shape,features,k,s", CONV_CASES)
+def test_patch_conv_output_and_gradients_match_conv(shape, features, k, s):
+  ref = nn.Conv(features, (k, k), strides=(s, s), padding="SAME")
+  new = PatchConv(features, (k, k), strides=(s, s))
+  x, params = _inputs(ref, shape, seed=2)
+  y_ref, (gp_ref, gx_ref) = _value_and_grads(ref, params, x)
+  y_new, (gp_new, gx_new) = _value_and_grads(new, params, x)
+  assert y_new.shape == y_ref.shape
+  _assert_close(y_new, y_ref, "output")
+  _assert_close(gx_new, gx_ref, "d/dx")
+  _assert_close(gp_new["params"]["kernel"], gp_ref["params"]["kernel"], "d/dkernel")
+  _assert_close(gp_new["params"]["bias"], gp_ref["params"]["bias"], "d/dbias")
+
+
+def test_patch_conv_init_gives_identical_params():
+  x = jnp.ones((1, 14, 14, 32))
+  ref = nn.Conv(64, (3, 3), strides=(2, 2), padding="SAME").init(jax.random.key(3), x)
+  new = PatchConv(64, (3, 3), strides=(2, 2)).init(jax.random.key(3), x)
+  assert jax.tree.structure(ref) == jax.tree.structure(new)
+  for a, b in zip(jax.tree.leaves(ref), jax.tree.leaves(new)):
+    np.testing.assert_array_equal(a, b)
