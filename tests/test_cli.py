@@ -8,7 +8,10 @@ import pytest
 import tensorflow_datasets as tfds
 from absl import flags
 
-from vae_jax import checkpoints, cli, main, models, parallel, plot, steps, workdir as workdir_lib
+import json
+
+from vae_jax import checkpoints, cli, evaluate, main, models, parallel, plot, steps
+from vae_jax import workdir as workdir_lib
 from vae_jax import config as config_lib
 
 FIGURES = ("samples.png", "reconstructions.png", "latent_scatter.png", "loss_curves.png",
@@ -55,6 +58,21 @@ def test_train_then_redraw_from_checkpoint(tmp_path, mock_mnist, model_name, arc
   for name in FIGURES:
     assert (out / name).stat().st_size > 0
 
+  run_entry_point(evaluate.main, [f"--workdir={workdir}", "--num_importance_samples=20",
+                                  "--chunk_size=7", "--eval_batch_size=16"])
+  with open(os.path.join(workdir, "eval_epoch_002.json")) as f:
+    result = json.load(f)
+  assert result["epoch"] == 2 and result["num_test_images"] == 96
+  if model_name == "vae":
+    assert len(result["kl_per_dim"]) == 2 and 0 <= result["active_units"] <= 2
+    # The IWAE bound (K = 20) sits above the ELBO on average; both are log-densities < 0.
+    assert result["test_elbo"] < result["test_log_likelihood"] < 0
+    val_loss = workdir_lib.read_metrics(workdir)[-1]["val_loss"]
+    assert abs(-result["test_elbo"] - val_loss) < 0.05 * val_loss
+  else:
+    assert "test_elbo" not in result and "test_log_likelihood" not in result
+    assert result["test_recon"] > 0
+
 
 def test_checkpoint_round_trip_is_bit_identical(tmp_path):
   config = config_lib.Config(batch_size=16)
@@ -87,3 +105,15 @@ def test_plot_names_the_saved_epochs(tmp_path, mock_mnist, capsys):
   err = capsys.readouterr().err
   assert "--epoch=7 is not saved" in err and "saved epochs: 1" in err
   assert len(err.strip().splitlines()) == 1
+
+
+def test_dynamically_binarized_run_trains_and_evaluates(tmp_path, mock_mnist):
+  workdir = str(tmp_path / "run")
+  run_entry_point(main.main, [f"--workdir={workdir}", "--binarize=dynamic", "--epochs=1",
+                              "--batch_size=16", f"--data_dir={tmp_path / 'tfds'}"])
+  assert config_lib.load(workdir).binarize == "dynamic"
+  run_entry_point(evaluate.main, [f"--workdir={workdir}", "--num_importance_samples=5"])
+  with open(os.path.join(workdir, "eval_epoch_001.json")) as f:
+    result = json.load(f)
+  assert result["binarize"] == "dynamic" and "note" not in result
+  assert result["test_elbo"] < 0

@@ -27,3 +27,14 @@ def test_to_float_scales_to_unit_interval():
   x = input_pipeline.to_float(np.array([0, 51, 255], np.uint8))
   assert x.dtype == np.float32
   np.testing.assert_allclose(x, [0.0, 0.2, 1.0])
+
+
+def test_fixed_binarization_is_reproducible_and_keeps_the_mean():
+  rng = np.random.default_rng(5)
+  split = input_pipeline.Split(rng.integers(0, 256, (500, 28, 28, 1), dtype=np.uint8),
+                               np.arange(500, dtype=np.int32))
+  a, b = input_pipeline.binarize_fixed(split), input_pipeline.binarize_fixed(split)
+  np.testing.assert_array_equal(a.images, b.images)
+  assert set(np.unique(a.images)) == {0, 255}
+  assert abs((a.images == 255).mean() - split.images.mean() / 255) < 0.005
+  np.testing.assert_array_equal(a.labels, split.labels)

@@ -139,3 +139,25 @@ def test_evaluate_is_the_mean_of_per_image_terms():
   for name in ("loss", "recon", "kl"):
     expected = np.concatenate([np.asarray(t[name]) for t in per_image]).mean()
     np.testing.assert_allclose(got[name], expected, rtol=1e-5)
+
+
+def test_dynamic_binarization_is_bernoulli_with_the_pixel_intensity():
+  images = jnp.full((200, 28, 28, 1), 64, jnp.uint8)  # p = 64/255 ~ 0.251
+  drawn = np.asarray(steps.dynamic_binarize(jax.random.PRNGKey(0), images))
+  assert set(np.unique(drawn)) == {0, 255}
+  ones = (drawn == 255).mean()
+  assert abs(ones - 64 / 255) < 4 * np.sqrt(0.25 * 0.75 / drawn.size)
+  again = np.asarray(steps.dynamic_binarize(jax.random.PRNGKey(1), images))
+  assert not np.array_equal(drawn, again)
+
+
+def test_binarized_training_draws_afresh_each_step():
+  config, model, tx, state = setup()
+  images = jnp.asarray(fake_digits(64))
+  step = jax.jit(functools.partial(steps.train_step, model=model, tx=tx, beta=1.0, binarize=True))
+  plain = jax.jit(functools.partial(steps.train_step, model=model, tx=tx, beta=1.0))
+  _, binarized_sums = step(state, images[:32])
+  _, grey_sums = plain(state, images[:32])
+  assert float(binarized_sums["loss"]) != float(grey_sums["loss"])
+  # Same (seed, step) -> same draw: the step is a pure function of the state.
+  np.testing.assert_array_equal(step(state, images[:32])[1]["loss"], binarized_sums["loss"])

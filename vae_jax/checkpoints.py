@@ -7,6 +7,7 @@ from typing import Optional, TypeVar
 
 import jax
 import orbax.checkpoint as ocp
+from absl import logging as absl_logging
 
 State = TypeVar("State")
 MILESTONE_DIR, LATEST_DIR = "checkpoints", "checkpoints_latest"
@@ -25,6 +26,9 @@ class RunCheckpoints:
 
   def __init__(self, workdir: str, read_only: bool = False):
     workdir = os.path.abspath(workdir)
+    # Orbax warns on every read-only open, which is what plot and evaluate want.
+    verbosity = absl_logging.get_verbosity()
+    absl_logging.set_verbosity(absl_logging.ERROR if read_only else verbosity)
     self.milestones = ocp.CheckpointManager(
         os.path.join(workdir, MILESTONE_DIR),
         options=ocp.CheckpointManagerOptions(create=not read_only, read_only=read_only))
@@ -32,6 +36,7 @@ class RunCheckpoints:
         os.path.join(workdir, LATEST_DIR),
         options=ocp.CheckpointManagerOptions(max_to_keep=1, create=not read_only,
                                              read_only=read_only))
+    absl_logging.set_verbosity(verbosity)
 
   def milestone_epochs(self) -> list[int]:
     return sorted(self.milestones.all_steps())

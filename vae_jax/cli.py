@@ -13,6 +13,8 @@ USAGE_ERROR = 2
 # Flags every entry point has; defined once here so the entry points can share a process.
 flags.DEFINE_string("workdir", None, "The run folder (holds config.json, checkpoints/, plots/).")
 flags.DEFINE_string("data_dir", None, "tensorflow-datasets data dir (default ~/tensorflow_datasets).")
+flags.DEFINE_integer("epoch", None, "A saved milestone epoch (plot: default every one; "
+                     "evaluate: default the last one).")
 flags.DEFINE_string("manual_dir", None,
                     "Folder with the four official *-idx?-ubyte.gz files (for machines offline).")
 

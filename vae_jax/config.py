@@ -9,6 +9,7 @@ import os
 from typing import Any, Optional
 
 MODELS = ("vae", "ae")
+BINARIZATIONS = ("none", "dynamic")
 ARCHS = ("mlp", "conv")
 DATASETS = ("mnist", "fashion_mnist")
 TRAIN_SIZE = {"mnist": 60_000, "fashion_mnist": 60_000}
@@ -26,6 +27,7 @@ CONFIG_FILE = "config.json"
 # after a divergence with a smaller one); such changes are logged.
 RESULT_FIELDS = (
     "dataset", "model", "arch", "latent_dim", "batch_size", "beta", "seed", "train_examples",
+    "binarize",
 )
 RESUMABLE_FIELDS = ("learning_rate", "epochs", "milestones", "checkpoint_every")
 
@@ -49,6 +51,7 @@ class Config:
   beta: float = 1.0
   seed: int = 0
   train_examples: Optional[int] = None
+  binarize: str = "none"
   checkpoint_every: int = 10
   num_devices: Optional[int] = None
   data_dir: Optional[str] = None
@@ -89,6 +92,7 @@ def validate(config: Config) -> None:
   _choice("dataset", config.dataset, DATASETS)
   _choice("model", config.model, MODELS)
   _choice("arch", config.arch, ARCHS)
+  _choice("binarize", config.binarize, BINARIZATIONS)
   _at_least("latent_dim", config.latent_dim, 1)
   _at_least("epochs", config.epochs, 1)
   if not config.milestones or any(m < 1 for m in config.milestones):

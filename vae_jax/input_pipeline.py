@@ -72,6 +72,18 @@ def _extract_dir(dataset: str, data_dir: Optional[str]) -> str:
   return os.path.join(root, "downloads", "extracted_manual", dataset)
 
 
+# The test set of a dynamically binarized run is binarized once, with this seed, the
+# same for every run, so that test log-likelihoods of different runs are comparable.
+TEST_BINARIZATION_SEED = 0
+
+
+def binarize_fixed(split: Split, seed: int = TEST_BINARIZATION_SEED) -> Split:
+  """One Bernoulli draw per pixel with p = intensity: uint8 images with values {0, 255}."""
+  p = split.images.astype(np.float32) / 255.0
+  drawn = np.random.default_rng(seed).random(p.shape, dtype=np.float32) < p
+  return Split(images=drawn.astype(np.uint8) * 255, labels=split.labels)
+
+
 def to_float(images_u8):
   """uint8 pixels -> float32 in [0, 1]; works on numpy and jax arrays."""
   return images_u8.astype("float32") / 255.0

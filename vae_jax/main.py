@@ -21,6 +21,8 @@ flags.DEFINE_integer("batch_size", 128, "Training batch size (global, over all d
 flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.")
 flags.DEFINE_float("beta", 1.0, "Weight of the KL term (VAE).")
 flags.DEFINE_integer("seed", 0, "Seed of every random number of the run.")
+flags.DEFINE_string("binarize", "none", "none: pixels in [0, 1]; dynamic: a fresh Bernoulli "
+                    "binarization every epoch, the test set binarized once (Burda et al. 2015).")
 flags.DEFINE_integer("train_examples", None, "Use only the first N training images (default all).")
 flags.DEFINE_integer("checkpoint_every", 10, "Also keep the newest state every N epochs, for resuming.")
 flags.DEFINE_integer("num_devices", None, "Use only the first N devices (default all).")
@@ -43,7 +45,7 @@ def config_from_flags() -> Config:
       dataset=FLAGS.dataset, model=FLAGS.model, arch=FLAGS.arch, latent_dim=FLAGS.latent_dim,
       epochs=FLAGS.epochs, milestones=parse_milestones(FLAGS.milestones),
       batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate, beta=FLAGS.beta,
-      seed=FLAGS.seed, train_examples=FLAGS.train_examples,
+      seed=FLAGS.seed, train_examples=FLAGS.train_examples, binarize=FLAGS.binarize,
       checkpoint_every=FLAGS.checkpoint_every, num_devices=FLAGS.num_devices,
       data_dir=FLAGS.data_dir, manual_dir=FLAGS.manual_dir)
 

@@ -17,7 +17,7 @@ from vae_jax.input_pipeline import to_float
 
 # Independent random streams folded out of the run's base key, so that each is
 # a pure function of (seed, step or epoch) and a resumed run draws the same numbers.
-SAMPLE_STREAM, SHUFFLE_STREAM, EVAL_STREAM, FIGURE_STREAM = 0, 1, 2, 3
+SAMPLE_STREAM, SHUFFLE_STREAM, EVAL_STREAM, FIGURE_STREAM, BINARIZE_STREAM = 0, 1, 2, 3, 4
 
 
 @flax.struct.dataclass
@@ -48,10 +48,22 @@ def per_image_terms(model: nn.Module, params, images_u8: jax.Array, key: jax.Arr
   return losses.loss_terms(logits, images, mean, logvar, beta)
 
 
+def dynamic_binarize(key: jax.Array, images_u8: jax.Array) -> jax.Array:
+  """A fresh Bernoulli draw per pixel with p = intensity (Burda et al. 2015): uint8 {0, 255}."""
+  return jax.random.bernoulli(key, to_float(images_u8)).astype(jnp.uint8) * 255
+
+
 def train_step(state: TrainState, images_u8: jax.Array, *, model: nn.Module,
-               tx: optax.GradientTransformation, beta: float):
-  """One Adam step on the batch mean of the loss -> (state, per-batch sums of the terms)."""
+               tx: optax.GradientTransformation, beta: float, binarize: bool = False):
+  """One Adam step on the batch mean of the loss -> (state, per-batch sums of the terms).
+
+  With binarize, the batch is binarized afresh from (seed, step): each image gets a
+  new draw every epoch.
+  """
   key = jax.random.fold_in(jax.random.fold_in(state.rng, SAMPLE_STREAM), state.step)
+  if binarize:
+    images_u8 = dynamic_binarize(
+        jax.random.fold_in(jax.random.fold_in(state.rng, BINARIZE_STREAM), state.step), images_u8)
 
   def batch_loss(params):
     terms = per_image_terms(model, params, images_u8, key, beta)
@@ -73,7 +85,7 @@ def epoch_batches(state: TrainState, num_examples: int, batch_size: int) -> jax.
 
 def train_epoch(state: TrainState, images_u8: jax.Array, *, model: nn.Module,
                 tx: optax.GradientTransformation, beta: float, batch_size: int,
-                batch_sharding=None):
+                batch_sharding=None, binarize: bool = False):
   """A whole epoch as one scan over train_step -> (state, mean terms per image)."""
   batches = epoch_batches(state, images_u8.shape[0], batch_size)
 
@@ -81,7 +93,7 @@ def train_epoch(state: TrainState, images_u8: jax.Array, *, model: nn.Module,
     batch = images_u8[idx]
     if batch_sharding is not None:
       batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
-    return train_step(state, batch, model=model, tx=tx, beta=beta)
+    return train_step(state, batch, model=model, tx=tx, beta=beta, binarize=binarize)
 
   state, sums = jax.lax.scan(step, state, batches)
   num_images = batches.size
@@ -129,6 +141,7 @@ def compile_fns(model: nn.Module, tx: optax.GradientTransformation, config: Conf
   common = dict(model=model, beta=config.beta, batch_size=config.batch_size,
                 batch_sharding=sharding)
   return Compiled(
-      train_epoch=jax.jit(functools.partial(train_epoch, tx=tx, **common), donate_argnums=0),
+      train_epoch=jax.jit(functools.partial(train_epoch, tx=tx, binarize=config.binarize == "dynamic",
+                                            **common), donate_argnums=0),
       evaluate=jax.jit(functools.partial(evaluate, **common)),
   )

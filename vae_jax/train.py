@@ -11,7 +11,7 @@ import jax
 
 from vae_jax import checkpoints, models, parallel, report, steps, workdir as workdir_lib
 from vae_jax.config import Config, validate
-from vae_jax.input_pipeline import Split, load_split, train_split
+from vae_jax.input_pipeline import Split, binarize_fixed, load_split, train_split
 
 
 class NonFiniteLossError(RuntimeError):
@@ -24,10 +24,16 @@ class Data(NamedTuple):
 
 
 def load_data(config: Config) -> Data:
-  """The training split (first train_examples) and the test split as validation data."""
+  """The training split (first train_examples) and the test split as validation data.
+
+  With binarize="dynamic", training images are binarized afresh at every step (in
+  steps.train_step) and the validation images once, with a fixed seed.
+  """
   load = functools.partial(load_split, config.dataset, data_dir=config.data_dir,
                            manual_dir=config.manual_dir)
-  return Data(train=load(train_split(config.train_examples)), val=load("test"))
+  val = load("test")
+  return Data(train=load(train_split(config.train_examples)),
+              val=binarize_fixed(val) if config.binarize == "dynamic" else val)
 
 
 def metrics_row(epoch: int, train_terms, val_terms, seconds: float) -> dict[str, float]:

@@ -1,0 +1,52 @@
+"""A run's model and trained state, rebuilt from its workdir alone (config.json + checkpoints)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple, Optional
+
+import flax.linen as nn
+from jax.sharding import Mesh
+
+from vae_jax import checkpoints, models, parallel, steps
+from vae_jax import config as config_lib
+from vae_jax.config import Config, ConfigError
+
+
+class Run(NamedTuple):
+  config: Config
+  model: nn.Module
+  mesh: Mesh
+  manager: checkpoints.RunCheckpoints
+  template: steps.TrainState      # a freshly initialised state: what checkpoints restore into
+
+
+def open_run(workdir: str, data_dir: Optional[str] = None,
+             manual_dir: Optional[str] = None) -> Run:
+  """Reads config.json (data paths may be overridden) and opens the checkpoints read-only."""
+  config = config_lib.load(workdir)
+  config = dataclasses.replace(config, data_dir=data_dir or config.data_dir,
+                               manual_dir=manual_dir or config.manual_dir)
+  manager = checkpoints.RunCheckpoints(workdir, read_only=True)
+  if not manager.milestone_epochs():
+    raise ConfigError(f"--workdir={workdir} holds no milestone checkpoint yet")
+  mesh = parallel.make_mesh(config.num_devices)
+  model = models.make_model(config.model, config.arch, config.latent_dim)
+  template = parallel.put_replicated(
+      steps.init_state(model, steps.make_optimizer(config), config.seed), mesh)
+  return Run(config, model, mesh, manager, template)
+
+
+def milestone_epochs(run: Run, epoch: Optional[int]) -> list[int]:
+  """[epoch] if it was saved, every saved milestone if epoch is None; else a clear error."""
+  saved = run.manager.milestone_epochs()
+  if epoch is None:
+    return saved
+  if epoch not in saved:
+    raise ConfigError(f"--epoch={epoch} is not saved in the workdir; saved epochs: "
+                      f"{', '.join(map(str, saved))}")
+  return [epoch]
+
+
+def restore(run: Run, epoch: int) -> steps.TrainState:
+  return run.manager.restore_milestone(epoch, run.template)
