@@ -98,11 +98,13 @@ def loss_curves(history: Sequence[dict[str, float]], path: str, title: str,
                 with_kl: bool = True) -> None:
   """Train and validation loss per epoch, with its reconstruction (and KL) parts."""
   epochs = [row["epoch"] for row in history]
-  parts = [("loss", "loss = recon + beta * KL"), ("recon", "reconstruction (-log p(x|z))")]
   if with_kl:
-    parts.append(("kl", "KL(q(z|x) || p(z))"))
-  fig, axes = plt.subplots(1, len(parts), figsize=(4.2 * len(parts), 3.6))
-  for ax, (key, name) in zip(axes, parts):
+    parts = [("loss", "loss = recon + beta * KL"), ("recon", "reconstruction (-log p(x|z))"),
+             ("kl", "KL(q(z|x) || p(z))")]
+  else:
+    parts = [("loss", "loss = reconstruction (an AE has no KL)")]
+  fig, axes = plt.subplots(1, len(parts), figsize=(4.2 * len(parts) + 0.8, 3.6), squeeze=False)
+  for ax, (key, name) in zip(axes[0], parts):
     for split, style in (("train", "-"), ("val", "--")):
       ax.plot(epochs, [row[f"{split}_{key}"] for row in history], style, label=split)
     ax.set_title(name, fontsize=9)
