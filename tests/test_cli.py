@@ -10,7 +10,7 @@ from absl import flags
 
 import json
 
-from vae_jax import checkpoints, cli, evaluate, main, models, parallel, plot, steps
+from vae_jax import checkpoints, classifier, cli, evaluate, main, models, parallel, plot, steps
 from vae_jax import workdir as workdir_lib
 from vae_jax import config as config_lib
 
@@ -58,11 +58,24 @@ def test_train_then_redraw_from_checkpoint(tmp_path, mock_mnist, model_name, arc
   for name in FIGURES:
     assert (out / name).stat().st_size > 0
 
+  # Without a classifier the Fréchet distance is absent and the result says how to get one;
+  # with one (here untrained: the plumbing is under test, not the number) it is computed.
+  classifier_dir = str(tmp_path / "classifier")
+  if model_name == "vae":
+    run_entry_point(evaluate.main, [f"--workdir={workdir}", "--num_importance_samples=2",
+                                    f"--classifier_workdir={classifier_dir}"])
+    with open(os.path.join(workdir, "eval_epoch_002.json")) as f:
+      missing = json.load(f)
+    assert missing["frechet_distance"] is None
+    assert "python -m vae_jax.classifier" in missing["frechet_note"]
+  classifier.save_classifier(classifier.new_classifier(), classifier_dir)
   run_entry_point(evaluate.main, [f"--workdir={workdir}", "--num_importance_samples=20",
-                                  "--chunk_size=7", "--eval_batch_size=16"])
+                                  "--chunk_size=7", "--eval_batch_size=16",
+                                  f"--classifier_workdir={classifier_dir}"])
   with open(os.path.join(workdir, "eval_epoch_002.json")) as f:
     result = json.load(f)
   assert result["epoch"] == 2 and result["num_test_images"] == 96
+  assert result["frechet_distance"] > 0 and result["frechet_samples"] == 10_000
   if model_name == "vae":
     assert len(result["kl_per_dim"]) == 2 and 0 <= result["active_units"] <= 2
     # The IWAE bound (K = 20) sits above the ELBO on average; both are log-densities < 0.

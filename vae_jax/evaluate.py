@@ -17,10 +17,13 @@ flags.DEFINE_integer("num_importance_samples", 5000, "K of the IWAE bound on log
 flags.DEFINE_integer("chunk_size", 100, "Importance samples decoded at once (memory, not result).")
 flags.DEFINE_integer("eval_batch_size", 100, "Test images per compiled call.")
 flags.DEFINE_integer("num_test_examples", None, "Evaluate the first N test images (default all).")
+flags.DEFINE_string("classifier_workdir", None, "The in-project classifier for the Fréchet "
+                    "distance of samples (default runs/classifier_<dataset>).")
 FLAGS = flags.FLAGS
 
 # The key of the test-set estimates: fixed, so two checkpoints see the same noise.
 EVAL_SEED = 0
+NUM_FRECHET_SAMPLES = 10_000
 
 
 def batch_estimates(params, images_u8, key, *, model, num_samples: int, chunk_size: int):
@@ -49,10 +52,42 @@ def batch_estimates(params, images_u8, key, *, model, num_samples: int, chunk_si
   }
 
 
+def sample_frechet_distance(run, state, data, classifier_workdir: str,
+                            num_samples: int = NUM_FRECHET_SAMPLES) -> dict:
+  """Fréchet distance between classifier features of prior samples and of the test images.
+
+  Samples are Bernoulli means decoded from the prior (an AE: a Gaussian fitted to its
+  training codes), compared with the grey test images. The features are those of the
+  in-project MNIST classifier, so the number is not comparable to Inception-based FIDs.
+  """
+  import jax
+  import numpy as np
+
+  from vae_jax import classifier as classifier_lib, frechet, input_pipeline, report
+
+  if not classifier_lib.has_classifier(classifier_workdir):
+    return {"frechet_distance": None, "frechet_note": (
+        f"no classifier in {classifier_workdir}; train one with: python -m vae_jax.classifier "
+        f"--dataset={run.config.dataset} --workdir={classifier_workdir}")}
+  clf = classifier_lib.load_classifier(classifier_workdir, run.config.dataset)
+  train_codes = None if run.model.variational else report.encode_means(
+      state, run.model, data.train.images, run.config.batch_size, run.mesh)
+  prior = report.latent_prior(run.model, train_codes, run.config.latent_dim)
+  key = jax.random.fold_in(jax.random.PRNGKey(EVAL_SEED), 1)
+  eps = np.asarray(jax.random.normal(key, (num_samples, run.config.latent_dim)))
+  z = (prior.mean + eps @ prior.chol.T).astype(np.float32)
+  samples = report.decode_probs(state.params, run.model, z)[..., None]
+  test = input_pipeline.load_split(run.config.dataset, "test", run.config.data_dir,
+                                   run.config.manual_dir).images
+  return {"frechet_distance": round(frechet.frechet_distance(
+              classifier_lib.features(clf, samples), classifier_lib.features(clf, test)), 3),
+          "frechet_samples": num_samples, "classifier": classifier_workdir}
+
+
 def evaluate_run(workdir: str, epoch: Optional[int] = None, num_importance_samples: int = 5000,
                  chunk_size: int = 100, eval_batch_size: int = 100,
                  num_test_examples: Optional[int] = None, data_dir: Optional[str] = None,
-                 manual_dir: Optional[str] = None) -> dict:
+                 manual_dir: Optional[str] = None, classifier_workdir: Optional[str] = None) -> dict:
   """Restores a milestone and evaluates it on the test split (binarized as in training)."""
   import jax
   import numpy as np
@@ -64,7 +99,8 @@ def evaluate_run(workdir: str, epoch: Optional[int] = None, num_importance_sampl
   run = restore.open_run(workdir, data_dir, manual_dir)
   epoch = restore.milestone_epochs(run, epoch)[-1]
   state = restore.restore(run, epoch)
-  images = train.load_data(run.config).val.images[:num_test_examples]
+  data = train.load_data(run.config)
+  images = data.val.images[:num_test_examples]
   estimate = jax.jit(functools.partial(batch_estimates, model=run.model,
                                        num_samples=num_importance_samples, chunk_size=chunk_size))
   start = time.time()
@@ -90,6 +126,8 @@ def evaluate_run(workdir: str, epoch: Optional[int] = None, num_importance_sampl
   if run.config.binarize == "none":
     result["note"] = ("pixels in [0, 1], not binarized: Bernoulli cross-entropies, not "
                       "log-likelihoods comparable with the literature (use --binarize=dynamic)")
+  result.update(sample_frechet_distance(
+      run, state, data, classifier_workdir or f"runs/classifier_{run.config.dataset}"))
   result["seconds"] = round(time.time() - start, 1)
   with open(os.path.join(workdir, f"eval_epoch_{epoch:03d}.json"), "w") as f:
     json.dump(result, f, indent=2)
@@ -106,7 +144,8 @@ def evaluate_from_flags() -> None:
   cli.run_reporting(
       lambda: print(json.dumps(evaluate_run(
           FLAGS.workdir, FLAGS.epoch, FLAGS.num_importance_samples, FLAGS.chunk_size,
-          FLAGS.eval_batch_size, FLAGS.num_test_examples, FLAGS.data_dir, FLAGS.manual_dir))),
+          FLAGS.eval_batch_size, FLAGS.num_test_examples, FLAGS.data_dir, FLAGS.manual_dir,
+          FLAGS.classifier_workdir))),
       (ConfigError, input_pipeline.DataError))
 
 
