@@ -6,6 +6,8 @@ import sys
 from typing import Callable, NoReturn
 
 from absl import flags
+
+from vae_jax.config import ConfigError
 from absl import logging as absl_logging
 
 USAGE_ERROR = 2
@@ -45,3 +47,11 @@ def run_reporting(fn: Callable[[], None], expected: tuple[type[Exception], ...])
     fn()
   except expected as e:
     fail(str(e))
+
+
+def main_with(argv: list[str], fn: Callable[[], None]) -> None:
+  """The body of every entry point's main(argv): no positional arguments, then fn, whose
+  invalid settings (ConfigError) become one-line errors."""
+  if len(argv) > 1:
+    fail(f"unexpected arguments {argv[1:]} (flags are written --name=value)")
+  run_reporting(fn, (ConfigError,))

@@ -116,51 +116,47 @@ class Decoder(nn.Module):
     return DECODERS[self.arch](name="net")(z)
 
 
-class VAE(nn.Module):
-  """Variational autoencoder: q(z|x) = N(mean, exp(logvar)), p(z) = N(0, I)."""
+class Autoencoder(nn.Module):
+  """Encoder + decoder; subclasses say whether the code is sampled (variational)."""
 
   arch: str
   latent_dim: int
   variational = True
 
   def setup(self):
-    self.encoder = Encoder(self.arch, self.latent_dim, variational=True)
+    self.encoder = Encoder(self.arch, self.latent_dim, variational=self.variational)
     self.decoder = Decoder(self.arch)
+
+  def encode(self, images: jax.Array):
+    """-> (mean or code [B, D], logvar [B, D] or None)."""
+    return self.encoder(images)
+
+  def decode(self, z: jax.Array) -> jax.Array:
+    """-> Bernoulli logits [B, 28, 28, 1]."""
+    return self.decoder(z)
+
+
+class VAE(Autoencoder):
+  """Variational autoencoder: q(z|x) = N(mean, exp(logvar)), p(z) = N(0, I)."""
+
+  variational = True
 
   def __call__(self, images: jax.Array, key: jax.Array):
     """-> (logits, mean, logvar); z is sampled with the reparameterization from key."""
     mean, logvar = self.encoder(images)
     return self.decoder(reparameterize(key, mean, logvar)), mean, logvar
 
-  def encode(self, images: jax.Array):
-    return self.encoder(images)
 
-  def decode(self, z: jax.Array) -> jax.Array:
-    return self.decoder(z)
-
-
-class AE(nn.Module):
+class AE(Autoencoder):
   """Deterministic autoencoder: one code per image, no KL term."""
 
-  arch: str
-  latent_dim: int
   variational = False
-
-  def setup(self):
-    self.encoder = Encoder(self.arch, self.latent_dim, variational=False)
-    self.decoder = Decoder(self.arch)
 
   def __call__(self, images: jax.Array, key: Optional[jax.Array] = None):
     """-> (logits, code, None); key is unused, kept for the VAE's signature."""
     del key
     code, _ = self.encoder(images)
     return self.decoder(code), code, None
-
-  def encode(self, images: jax.Array):
-    return self.encoder(images)
-
-  def decode(self, z: jax.Array) -> jax.Array:
-    return self.decoder(z)
 
 
 MODELS = {"vae": VAE, "ae": AE}

@@ -46,9 +46,7 @@ def redraw_from_flags() -> None:
 
 
 def main(argv: list[str]) -> None:
-  if len(argv) > 1:
-    cli.fail(f"unexpected arguments {argv[1:]} (flags are written --name=value)")
-  cli.run_reporting(redraw_from_flags, (ConfigError,))
+  cli.main_with(argv, redraw_from_flags)
 
 
 if __name__ == "__main__":
