@@ -15,7 +15,7 @@ from vae_jax import workdir as workdir_lib
 from vae_jax import config as config_lib
 
 FIGURES = ("samples.png", "reconstructions.png", "latent_scatter.png", "loss_curves.png",
-           "latents.npz")
+           "interpolation.png", "latents.npz")
 
 
 def run_entry_point(entry_main, argv):

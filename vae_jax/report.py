@@ -18,6 +18,7 @@ from vae_jax.input_pipeline import CLASS_NAMES, to_float
 SAMPLES_SIDE = 10          # samples.png is a SAMPLES_SIDE x SAMPLES_SIDE grid
 RECON_ROWS, RECON_COLS = 2, 10
 MANIFOLD_SIDE = 20
+INTERPOLATION_PAIRS, INTERPOLATION_STEPS = 5, 10
 # Manifold cells sit at the centres of MANIFOLD_SIDE equal-probability bins of the
 # prior's marginal: quantiles 1/40 .. 39/40, i.e. +-1.96 standard deviations.
 MANIFOLD_QUANTILES = (np.arange(MANIFOLD_SIDE) + 0.5) / MANIFOLD_SIDE
@@ -77,6 +78,21 @@ def scatter_coords(means: np.ndarray) -> tuple[np.ndarray, tuple[str, str]]:
       f"principal component 2 ({share[1]:.0%} of variance)")
 
 
+def interpolation_pairs(labels: np.ndarray, num_pairs: int = INTERPOLATION_PAIRS) -> np.ndarray:
+  """[num_pairs, 2] indices: the first validation image of class 2i and of class 2i + 1
+  (the first images of two other classes where one is missing)."""
+  firsts = {c: int(np.argmax(labels == c)) for c in np.unique(labels)}
+  classes = sorted(firsts)
+  return np.array([(firsts[classes[(2 * i) % len(classes)]],
+                    firsts[classes[(2 * i + 1) % len(classes)]]) for i in range(num_pairs)])
+
+
+def interpolate(codes_a: np.ndarray, codes_b: np.ndarray, steps: int = INTERPOLATION_STEPS) -> np.ndarray:
+  """Points on the straight lines from codes_a [P, D] to codes_b [P, D]: [P, steps, D]."""
+  alpha = np.linspace(0.0, 1.0, steps)[None, :, None]
+  return (1.0 - alpha) * codes_a[:, None] + alpha * codes_b[:, None]
+
+
 def manifold_axes(prior: LatentPrior) -> tuple[np.ndarray, np.ndarray]:
   """Grid values along z[0] and z[1] at the prior's marginal quantiles."""
   q = stats.norm.ppf(MANIFOLD_QUANTILES)
@@ -113,6 +129,16 @@ def write_milestone(state, model: nn.Module, config: Config, data, history: Sequ
                         os.path.join(out, "reconstructions.png"),
                         f"{run}: validation images and their reconstructions from the "
                         f"{'posterior mean' if model.variational else 'code'}")
+
+  pairs = interpolation_pairs(data.val.labels)
+  if len(np.unique(data.val.labels[pairs.ravel()])) > 1:  # tiny mock splits may hold one class
+    line = interpolate(val_means[pairs[:, 0]], val_means[pairs[:, 1]]).astype(np.float32)
+    decoded = decode_probs(state.params, model, line.reshape(-1, config.latent_dim))
+    ends = to_float(data.val.images[pairs])[..., 0]            # [P, 2, 28, 28]
+    rows = np.concatenate([ends[:, :1], decoded.reshape(len(pairs), -1, 28, 28), ends[:, 1:]], 1)
+    plots.image_grid(rows, os.path.join(out, "interpolation.png"),
+                     f"{run}\neach row: a validation image, {INTERPOLATION_STEPS} decodings "
+                     "along the straight line between its code and the code of the last image")
 
   extent = None
   if config.latent_dim == 2:

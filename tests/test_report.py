@@ -1,0 +1,48 @@
+"""The arrays behind the figures: priors, scatter coordinates, manifold grid, interpolation."""
+
+import numpy as np
+from scipy import stats
+
+from vae_jax import models, report
+
+
+def test_interpolation_pairs_join_two_classes_and_lines_end_at_the_codes():
+  labels = np.array([3, 1, 0, 2, 5, 4, 1, 7, 6, 9, 8, 0])
+  pairs = report.interpolation_pairs(labels)
+  assert pairs.shape == (5, 2)
+  np.testing.assert_array_equal(labels[pairs], [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]])
+  a, b = np.random.default_rng(0).normal(size=(2, 5, 3))
+  line = report.interpolate(a, b, steps=4)
+  assert line.shape == (5, 4, 3)
+  np.testing.assert_allclose(line[:, 0], a)
+  np.testing.assert_allclose(line[:, -1], b)
+  np.testing.assert_allclose(line[:, 1], a + (b - a) / 3)
+
+
+def test_ae_prior_is_the_gaussian_of_the_codes():
+  codes = np.random.default_rng(1).multivariate_normal([1.0, -2.0], [[2.0, 0.6], [0.6, 0.5]], 200_000)
+  prior = report.latent_prior(models.make_model("ae", "mlp", 2), codes, 2)
+  np.testing.assert_allclose(prior.mean, [1.0, -2.0], atol=0.02)
+  np.testing.assert_allclose(prior.chol @ prior.chol.T, [[2.0, 0.6], [0.6, 0.5]], atol=0.03)
+  vae_prior = report.latent_prior(models.make_model("vae", "mlp", 2), None, 2)
+  np.testing.assert_array_equal(vae_prior.chol, np.eye(2))
+
+
+def test_manifold_axes_are_the_central_gaussian_quantiles():
+  prior = report.LatentPrior(np.zeros(2), np.eye(2), "N(0, I)")
+  gx, gy = report.manifold_axes(prior)
+  np.testing.assert_allclose(gx, stats.norm.ppf((np.arange(20) + 0.5) / 20))
+  assert abs(gx[0] + 1.96) < 0.01 and abs(gx[-1] - 1.96) < 0.01
+  np.testing.assert_allclose(gx, gy)
+
+
+def test_scatter_uses_principal_components_above_two_dimensions():
+  rng = np.random.default_rng(2)
+  means = rng.normal(size=(1000, 5)) * np.array([5.0, 0.1, 3.0, 0.1, 0.1])
+  coords, labels = report.scatter_coords(means)
+  assert coords.shape == (1000, 2) and "principal component 1" in labels[0]
+  # The first component carries the largest variance, the second the next.
+  assert coords[:, 0].var() > coords[:, 1].var() > 5.0
+  same, names = report.scatter_coords(means[:, :2])
+  np.testing.assert_array_equal(same, means[:, :2])
+  assert names == ("z[0]", "z[1]")
