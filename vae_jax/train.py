@@ -76,26 +76,28 @@ def train_and_evaluate(config: Config, workdir: str, overwrite: bool = False,
       f"{len(data.train.images)} {config.dataset} images, {mesh.size} "
       f"{jax.default_backend()} device(s); epochs {start + 1}..{config.epochs}, "
       f"milestones {list(config.milestone_epochs)}; compiling...")
-  run_start = time.time()
-  for epoch in range(start + 1, config.epochs + 1):
-    epoch_start = time.time()
-    state, train_terms = fns.train_epoch(state, train_images)
-    val_terms = jax.block_until_ready(fns.evaluate(state, val_images))
-    row = metrics_row(epoch, train_terms, val_terms, time.time() - epoch_start)
-    if not all(math.isfinite(v) for v in row.values()):
-      raise NonFiniteLossError(
-          f"epoch {epoch}: the loss became non-finite (train {row['train_loss']}, "
-          f"val {row['val_loss']}); training stopped. Last good checkpoint: "
-          f"{manager.newest_description()}. Try a smaller --learning_rate.")
-    history.append(row)
-    workdir_lib.append_metrics(workdir, row)
-    seconds_per_epoch = (time.time() - run_start) / (epoch - start)
-    log(progress_line(row, config.epochs, seconds_per_epoch * (config.epochs - epoch)))
-    if epoch in config.milestone_epochs:
-      manager.save_milestone(epoch, state)
-      out = report.write_milestone(state, model, config, data, history, workdir, epoch, mesh)
-      log(f"milestone {epoch}: checkpoint saved, figures in {out}")
-    elif epoch % config.checkpoint_every == 0:
-      manager.save_latest(epoch, state)
-  manager.close()
+  try:
+    run_start = time.time()
+    for epoch in range(start + 1, config.epochs + 1):
+      epoch_start = time.time()
+      state, train_terms = fns.train_epoch(state, train_images)
+      val_terms = jax.block_until_ready(fns.evaluate(state, val_images))
+      row = metrics_row(epoch, train_terms, val_terms, time.time() - epoch_start)
+      if not all(math.isfinite(v) for v in row.values()):
+        raise NonFiniteLossError(
+            f"epoch {epoch}: the loss became non-finite (train {row['train_loss']}, "
+            f"val {row['val_loss']}); training stopped. Last good checkpoint: "
+            f"{manager.newest_description()}. Try a smaller --learning_rate.")
+      history.append(row)
+      workdir_lib.append_metrics(workdir, row)
+      seconds_per_epoch = (time.time() - run_start) / (epoch - start)
+      log(progress_line(row, config.epochs, seconds_per_epoch * (config.epochs - epoch)))
+      if epoch in config.milestone_epochs:
+        manager.save_milestone(epoch, state)
+        out = report.write_milestone(state, model, config, data, history, workdir, epoch, mesh)
+        log(f"milestone {epoch}: checkpoint saved, figures in {out}")
+      elif epoch % config.checkpoint_every == 0:
+        manager.save_latest(epoch, state)
+  finally:
+    manager.close()  # waits for asynchronous saves, also when training stopped early
   return state
