@@ -67,11 +67,12 @@ def same_pads(size: int, k: int, s: int) -> tuple[int, int]:
   return total // 2, total - total // 2
 
 
-class PatchConv(nn.Module):
-  """Computes nn.Conv(features, kernel_size, strides, padding="SAME") as conv_as_matmul.
+class _SameConv(nn.Module):
+  """The fields and parameters that flax's Conv and ConvTranspose share ("SAME" only).
 
-  Params ("kernel" (kh, kw, in, features), "bias" (features,)), their names and
-  initialisers are nn.Conv's, so the two are interchangeable in a checkpoint.
+  Params ("kernel" (kh, kw, in, features), "bias" (features,)), their names, creation
+  order and initialisers are flax's, so the layers below are interchangeable with
+  flax's in init, params and checkpoints.
   """
 
   features: int
@@ -82,21 +83,30 @@ class PatchConv(nn.Module):
   kernel_init: nn.initializers.Initializer = default_kernel_init
   bias_init: nn.initializers.Initializer = nn.initializers.zeros_init()
 
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    (kh, kw), (sh, sw) = _pair(self.kernel_size), _pair(self.strides)
+  def _params(self, x: jax.Array):
+    """Creates the params for input x [B, H, W, in] -> (x, kernel, bias) in one dtype, as flax."""
+    kh, kw = _pair(self.kernel_size)
     if self.padding != "SAME":
       raise ValueError(f"only padding='SAME' is supported, got {self.padding!r}")
     kernel = self.param("kernel", self.kernel_init, (kh, kw, x.shape[-1], self.features),
                         jnp.float32)
     bias = self.param("bias", self.bias_init, (self.features,), jnp.float32) if self.use_bias else None
-    x, kernel, bias = promote_dtype(x, kernel, bias)
+    return promote_dtype(x, kernel, bias)
+
+
+class PatchConv(_SameConv):
+  """Computes nn.Conv(features, kernel_size, strides, padding="SAME") as conv_as_matmul."""
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    (kh, kw), (sh, sw) = _pair(self.kernel_size), _pair(self.strides)
+    x, kernel, bias = self._params(x)
     pads = (same_pads(x.shape[1], kh, sh), same_pads(x.shape[2], kw, sw))
     y = conv_as_matmul(x, kernel, (sh, sw), pads)
     return y if bias is None else y + bias
 
 
-class SubPixelConvTranspose(nn.Module):
+class SubPixelConvTranspose(_SameConv):
   """Computes nn.ConvTranspose(features, kernel_size, strides, padding="SAME") exactly.
 
   Equivalence: a stride-s transposed conv is, per output phase (r_h, r_w), a stride-1
@@ -112,26 +122,16 @@ class SubPixelConvTranspose(nn.Module):
   number of leading batch dims is accepted. Only padding="SAME" and 2-D are supported.
   """
 
-  features: int
-  kernel_size: Sequence[int] = (3, 3)
   strides: int | Sequence[int] = (2, 2)
-  padding: str = "SAME"
-  use_bias: bool = True
-  kernel_init: nn.initializers.Initializer = default_kernel_init
-  bias_init: nn.initializers.Initializer = nn.initializers.zeros_init()
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     (kh, kw), (sh, sw) = _pair(self.kernel_size), _pair(self.strides)
-    if self.padding != "SAME":
-      raise ValueError(f"only padding='SAME' is supported, got {self.padding!r}")
     if min(kh, kw, sh, sw) < 1:
       raise ValueError(f"invalid kernel_size {self.kernel_size} / strides {self.strides}")
     batch, x = x.shape[:-3], x.reshape((-1,) + x.shape[-3:])
     cin, f = x.shape[-1], self.features
-    kernel = self.param("kernel", self.kernel_init, (kh, kw, cin, f), jnp.float32)
-    bias = self.param("bias", self.bias_init, (f,), jnp.float32) if self.use_bias else None
-    x, kernel, bias = promote_dtype(x, kernel, bias)  # as flax: one common dtype
+    x, kernel, bias = self._params(x)
     (idx_h, pad_h), (idx_w, pad_w) = _phase_taps(kh, sh), _phase_taps(kw, sw)
     # A gather (not a one-hot matmul): exact at any matmul precision, and its
     # gradient scatter-adds straight back into "kernel".
