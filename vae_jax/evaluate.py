@@ -77,8 +77,9 @@ def sample_frechet_distance(run, state, data, classifier_workdir: str,
   eps = np.asarray(jax.random.normal(key, (num_samples, run.config.latent_dim)))
   z = (prior.mean + eps @ prior.chol.T).astype(np.float32)
   samples = report.decode_probs(state.params, run.model, z)[..., None]
-  test = input_pipeline.load_split(run.config.dataset, "test", run.config.data_dir,
-                                   run.config.manual_dir).images
+  # data.val is the grey test split unless training binarized it; only then load it again.
+  test = data.val.images if run.config.binarize == "none" else input_pipeline.load_split(
+      run.config.dataset, "test", run.config.data_dir, run.config.manual_dir).images
   return {"frechet_distance": round(frechet.frechet_distance(
               classifier_lib.features(clf, samples), classifier_lib.features(clf, test)), 3),
           "frechet_samples": num_samples, "classifier": classifier_workdir}

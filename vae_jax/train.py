@@ -89,7 +89,7 @@ def train_and_evaluate(config: Config, workdir: str, overwrite: bool = False,
             f"val {row['val_loss']}); training stopped. Last good checkpoint: "
             f"{manager.newest_description()}. Try a smaller --learning_rate.")
       history.append(row)
-      workdir_lib.append_metrics(workdir, row)
+      workdir_lib.write_metrics(workdir, history)
       seconds_per_epoch = (time.time() - run_start) / (epoch - start)
       log(progress_line(row, config.epochs, seconds_per_epoch * (config.epochs - epoch)))
       if epoch in config.milestone_epochs:

@@ -67,10 +67,6 @@ def write_metrics(workdir: str, rows: list[dict[str, float]]) -> None:
   os.replace(tmp, path)  # atomic: a kill never leaves a half-written file
 
 
-def append_metrics(workdir: str, row: dict[str, float]) -> None:
-  write_metrics(workdir, read_metrics(workdir) + [row])
-
-
 def truncate_metrics(workdir: str, last_epoch: int) -> list[dict[str, float]]:
   """Keeps the rows up to last_epoch (those of the restored state) and returns them."""
   rows = [r for r in read_metrics(workdir) if r["epoch"] <= last_epoch]
