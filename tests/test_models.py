@@ -17,17 +17,18 @@ def conv(n_in, n_out, k=3):
 
 
 def expected_param_count(model, arch, d):
-  heads = 2 if model == "vae" else 1
+  heads = 1 if model == "ae" else 2
+  y = 10 if model == "cvae" else 0  # the one-hot label enters encoder and decoder
   if arch == "mlp":
-    encoder = dense(784, 512) + dense(512, 256) + heads * dense(256, d)
-    decoder = dense(d, 256) + dense(256, 512) + dense(512, 784)
+    encoder = dense(784 + y, 512) + dense(512, 256) + heads * dense(256, d)
+    decoder = dense(d + y, 256) + dense(256, 512) + dense(512, 784)
   else:
-    encoder = conv(1, 32) + conv(32, 64) + dense(7 * 7 * 64, 16) + heads * dense(16, d)
-    decoder = dense(d, 7 * 7 * 64) + conv(64, 64) + conv(64, 32) + conv(32, 1)
+    encoder = conv(1 + y, 32) + conv(32, 64) + dense(7 * 7 * 64, 16) + heads * dense(16, d)
+    decoder = dense(d + y, 7 * 7 * 64) + conv(64, 64) + conv(64, 32) + conv(32, 1)
   return encoder + decoder
 
 
-@pytest.mark.parametrize("model_name", ["vae", "ae"])
+@pytest.mark.parametrize("model_name", ["vae", "cvae", "ae"])
 @pytest.mark.parametrize("arch", ["mlp", "conv"])
 @pytest.mark.parametrize("latent_dim", [2, 5])
 def test_shapes_and_parameter_counts(model_name, arch, latent_dim):
@@ -36,14 +37,16 @@ def test_shapes_and_parameter_counts(model_name, arch, latent_dim):
   count = sum(p.size for p in jax.tree.leaves(params))
   assert count == expected_param_count(model_name, arch, latent_dim)
   images = jax.random.uniform(jax.random.PRNGKey(1), (3, 28, 28, 1))
-  logits, mean, logvar = model.apply({"params": params}, images, jax.random.PRNGKey(2))
+  labels = jnp.array([0, 4, 9])
+  logits, mean, logvar = model.apply({"params": params}, images, jax.random.PRNGKey(2), labels)
   assert logits.shape == (3, 28, 28, 1)
   assert mean.shape == (3, latent_dim)
   assert (logvar is None) == (model_name == "ae")
   if logvar is not None:
     assert logvar.shape == (3, latent_dim)
   z = jnp.ones((4, latent_dim))
-  assert model.apply({"params": params}, z, method="decode").shape == (4, 28, 28, 1)
+  assert model.apply({"params": params}, z, labels[:1].repeat(4),
+                     method="decode").shape == (4, 28, 28, 1)
 
 
 def test_mlp_vae_has_the_documented_size():
@@ -103,3 +106,47 @@ def test_conv_model_is_the_same_function_on_every_backend(monkeypatch):
     np.testing.assert_array_equal(a, b)
   for a, b in zip(outputs[0], outputs[1]):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_label_condition_is_one_hot_and_passes_blends_through():
+  np.testing.assert_array_equal(models.label_condition(jnp.array([2, 0])),
+                                np.eye(10, dtype=np.float32)[[2, 0]])
+  blend = jnp.full((1, 10), 0.1)
+  np.testing.assert_array_equal(models.label_condition(blend), blend)
+  images = jnp.zeros((2, 28, 28, 1))
+  planes = models.label_channels(images, models.label_condition(jnp.array([3, 7])))
+  assert planes.shape == (2, 28, 28, 11)
+  np.testing.assert_array_equal(planes[0, 5, 9, 1:], np.eye(10)[3])   # every pixel holds it
+  np.testing.assert_array_equal(planes[1, 27, 0, 1:], np.eye(10)[7])
+
+
+@pytest.mark.parametrize("arch", ["mlp", "conv"])
+def test_cvae_encoder_and_decoder_read_the_label(arch):
+  model = models.make_model("cvae", arch, 2)
+  params = models.init_params(model, jax.random.PRNGKey(0))
+  images = jax.random.uniform(jax.random.PRNGKey(1), (2, 28, 28, 1))
+  twice = jnp.concatenate([images[:1], images[:1]])
+  mean, _ = model.apply({"params": params}, twice, jnp.array([3, 5]), method="encode")
+  assert not np.allclose(mean[0], mean[1])          # same image, other label: other posterior
+  z = jnp.zeros((2, 2))
+  logits = model.apply({"params": params}, z, jnp.array([3, 5]), method="decode")
+  assert not np.allclose(logits[0], logits[1])      # same z, other label: other image
+  # An integer label and its one-hot are the same input.
+  np.testing.assert_allclose(
+      logits, model.apply({"params": params}, z, jax.nn.one_hot(jnp.array([3, 5]), 10),
+                          method="decode"), rtol=1e-6)
+  with pytest.raises(ValueError, match="needs the labels"):
+    model.apply({"params": params}, z, method="decode")
+
+
+@pytest.mark.parametrize("model_name", ["vae", "ae"])
+def test_unconditional_models_ignore_labels(model_name):
+  """Callers may pass labels to any model; only a conditional one reads them."""
+  model = models.make_model(model_name, "mlp", 2)
+  params = models.init_params(model, jax.random.PRNGKey(0))
+  images = jax.random.uniform(jax.random.PRNGKey(1), (2, 28, 28, 1))
+  key = jax.random.PRNGKey(2)
+  with_labels = model.apply({"params": params}, images, key, jnp.array([1, 2]))
+  without = model.apply({"params": params}, images, key)
+  for a, b in zip(jax.tree.leaves(with_labels), jax.tree.leaves(without)):
+    np.testing.assert_array_equal(a, b)

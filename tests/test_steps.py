@@ -30,23 +30,28 @@ def setup(model_name="vae", arch="mlp", seed=0, learning_rate=1e-3):
   return config, model, tx, steps.init_state(model, tx, seed)
 
 
-def batch_loss(model, state, images, beta=1.0):
+def fake_labels(n, seed=0):
+  return np.random.default_rng(seed).integers(0, 10, n).astype(np.int32)
+
+
+def batch_loss(model, state, images, beta=1.0, labels=None):
   key = jax.random.fold_in(jax.random.fold_in(state.rng, steps.SAMPLE_STREAM), state.step)
-  return float(steps.per_image_terms(model, state.params, jnp.asarray(images), key, beta)["loss"].mean())
+  terms = steps.per_image_terms(model, state.params, jnp.asarray(images), key, beta, labels)
+  return float(terms["loss"].mean())
 
 
-@pytest.mark.parametrize("model_name", ["vae", "ae"])
+@pytest.mark.parametrize("model_name", ["vae", "cvae", "ae"])
 def test_one_step_changes_every_parameter_and_lowers_the_loss(model_name):
   config, model, tx, state = setup(model_name)
-  images = fake_digits(32)
+  images, labels = fake_digits(32), fake_labels(32)
   step = jax.jit(functools.partial(steps.train_step, model=model, tx=tx, beta=1.0))
-  new_state, sums = step(state, jnp.asarray(images))
+  new_state, sums = step(state, jnp.asarray(images), labels)
   assert int(new_state.step) == 1
   for old, new in zip(jax.tree.leaves(state.params), jax.tree.leaves(new_state.params)):
     assert not np.array_equal(old, new)
   # Same batch, same sample key: the step must have lowered this exact objective.
-  before = batch_loss(model, state, images)
-  after = batch_loss(model, new_state.replace(step=state.step), images)
+  before = batch_loss(model, state, images, labels=labels)
+  after = batch_loss(model, new_state.replace(step=state.step), images, labels=labels)
   np.testing.assert_allclose(float(sums["loss"]) / 32, before, rtol=1e-5)
   assert after < before
 
@@ -71,11 +76,11 @@ def test_same_seed_gives_bit_identical_parameters_and_other_seed_does_not():
                                                      jax.tree.leaves(c.params)))
 
 
-def per_step_epoch(state, images, step):
+def per_step_epoch(state, images, step, labels=None):
   """The reference: one Python-driven step per batch, the batches in epoch_batches' order."""
   sums = []
   for idx in np.asarray(steps.epoch_batches(state, images.shape[0], 32)):
-    state, batch_sums = step(state, images[idx])
+    state, batch_sums = step(state, images[idx], None if labels is None else labels[idx])
     sums.append(float(batch_sums["loss"]))
   return state.replace(epoch=state.epoch + 1), sum(sums)
 
@@ -85,16 +90,17 @@ def assert_trees_equal(a, b):
     np.testing.assert_array_equal(x, y)
 
 
-@pytest.mark.parametrize("arch", ["mlp", "conv"])
-def test_whole_epoch_scan_is_bit_identical_to_per_step_training(arch):
-  config, model, tx, state = setup(arch=arch)
+@pytest.mark.parametrize("model_name,arch", [("vae", "mlp"), ("vae", "conv"), ("cvae", "mlp")])
+def test_whole_epoch_scan_is_bit_identical_to_per_step_training(model_name, arch):
+  config, model, tx, state = setup(model_name, arch=arch)
   images = jnp.asarray(fake_digits(100))  # 100 = 3 batches of 32 + 4 dropped
+  labels = jnp.asarray(fake_labels(100)) if model.conditional else None
   epoch = jax.jit(functools.partial(steps.train_epoch, model=model, tx=tx, beta=1.0,
                                     batch_size=32))
   train_step = functools.partial(steps.train_step, model=model, tx=tx, beta=1.0)
-  scanned, terms = epoch(state, images)
+  scanned, terms = epoch(state, images, labels)
 
-  plain_jit, loss_sum = per_step_epoch(state, images, jax.jit(train_step))
+  plain_jit, loss_sum = per_step_epoch(state, images, jax.jit(train_step), labels)
   np.testing.assert_allclose(terms["loss"], loss_sum / 96, rtol=1e-6)
   if arch == "mlp":
     assert_trees_equal(scanned, plain_jit)
@@ -105,7 +111,7 @@ def test_whole_epoch_scan_is_bit_identical_to_per_step_training(arch):
     for x, y in zip(jax.tree.leaves(scanned), jax.tree.leaves(plain_jit)):
       np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6)
     @jax.jit
-    def one_step_loop(state, batch):
+    def one_step_loop(state, batch, _):
       state, sums = jax.lax.scan(train_step, state, batch[None])
       return state, jax.tree.map(lambda t: t[0], sums)
 
@@ -126,15 +132,22 @@ def test_map_batches_uses_every_image_once_with_a_padded_last_batch():
   images = jnp.arange(10 * 2 * 2 * 1, dtype=jnp.uint8).reshape(10, 2, 2, 1)
   out = jax.jit(lambda x: steps.map_batches(lambda b, i: b.sum(axis=(1, 2, 3)), x, 4))(images)
   np.testing.assert_array_equal(out, np.asarray(images).reshape(10, -1).sum(-1))
+  # A pytree of arrays is batched together: each batch keeps images and labels paired.
+  labels = jnp.arange(10) * 100
+  pairs = jax.jit(lambda d: steps.map_batches(
+      lambda b, i: b[0].sum(axis=(1, 2, 3)).astype(jnp.int32) + b[1], d, 4))((images, labels))
+  np.testing.assert_array_equal(pairs, np.asarray(images).reshape(10, -1).sum(-1) + labels)
 
 
-def test_evaluate_is_the_mean_of_per_image_terms():
-  config, model, tx, state = setup()
-  images = jnp.asarray(fake_digits(70))
-  got = jax.jit(functools.partial(steps.evaluate, model=model, beta=1.0, batch_size=32))(state, images)
+@pytest.mark.parametrize("model_name", ["vae", "cvae"])
+def test_evaluate_is_the_mean_of_per_image_terms(model_name):
+  config, model, tx, state = setup(model_name)
+  images, labels = jnp.asarray(fake_digits(70)), jnp.asarray(fake_labels(70))
+  got = jax.jit(functools.partial(steps.evaluate, model=model, beta=1.0, batch_size=32))(
+      state, images, labels)
   key = jax.random.fold_in(state.rng, steps.EVAL_STREAM)
   per_image = [steps.per_image_terms(model, state.params, images[i:i + 32],
-                                     jax.random.fold_in(key, i // 32), 1.0)
+                                     jax.random.fold_in(key, i // 32), 1.0, labels[i:i + 32])
                for i in range(0, 70, 32)]
   for name in ("loss", "recon", "kl"):
     expected = np.concatenate([np.asarray(t[name]) for t in per_image]).mean()

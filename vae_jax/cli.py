@@ -19,6 +19,12 @@ flags.DEFINE_integer("epoch", None, "A saved milestone epoch (plot: default ever
                      "evaluate: default the last one).")
 flags.DEFINE_string("manual_dir", None,
                     "Folder with the four official *-idx?-ubyte.gz files (for machines offline).")
+flags.DEFINE_string("classifier_workdir", None, "The in-project classifier that judges samples "
+                    "(default runs/classifier_<dataset>).")
+
+
+def default_classifier_workdir(dataset: str) -> str:
+  return f"runs/classifier_{dataset}"
 
 
 def fail(message: str) -> NoReturn:

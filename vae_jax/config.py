@@ -8,7 +8,7 @@ import math
 import os
 from typing import Any, Optional
 
-MODELS = ("vae", "ae")
+MODELS = ("vae", "cvae", "ae")
 BINARIZATIONS = ("none", "dynamic")
 ARCHS = ("mlp", "conv")
 DATASETS = ("mnist", "fashion_mnist")

@@ -17,8 +17,6 @@ flags.DEFINE_integer("num_importance_samples", 5000, "K of the IWAE bound on log
 flags.DEFINE_integer("chunk_size", 100, "Importance samples decoded at once (memory, not result).")
 flags.DEFINE_integer("eval_batch_size", 100, "Test images per compiled call.")
 flags.DEFINE_integer("num_test_examples", None, "Evaluate the first N test images (default all).")
-flags.DEFINE_string("classifier_workdir", None, "The in-project classifier for the Fréchet "
-                    "distance of samples (default runs/classifier_<dataset>).")
 FLAGS = flags.FLAGS
 
 # The key of the test-set estimates: fixed, so two checkpoints see the same noise.
@@ -26,16 +24,23 @@ EVAL_SEED = 0
 NUM_FRECHET_SAMPLES = 10_000
 
 
-def batch_estimates(params, images_u8, key, *, model, num_samples: int, chunk_size: int):
-  """Per-image estimates [B] (and KL per dimension [B, D], means [B, D]) for one batch."""
+def batch_estimates(params, images_u8, labels, key, *, model, num_samples: int, chunk_size: int):
+  """Per-image estimates [B] (and KL per dimension [B, D], means [B, D]) for one batch.
+
+  For a conditional model every term is conditioned on the true label: log p(x | y).
+  """
   import jax
 
   from vae_jax import likelihood, losses
   from vae_jax.input_pipeline import to_float
 
   x = to_float(images_u8)
-  encode = functools.partial(model.apply, {"params": params}, method="encode")
-  decode = functools.partial(model.apply, {"params": params}, method="decode")
+  def encode(x):
+    return model.apply({"params": params}, x, labels, method="encode")
+
+  def decode(z):
+    return model.apply({"params": params}, z, labels, method="decode")
+
   mean, logvar = encode(x)
   if not model.variational:
     return {"recon": losses.bernoulli_nll(decode(mean), x), "means": mean}
@@ -52,18 +57,20 @@ def batch_estimates(params, images_u8, key, *, model, num_samples: int, chunk_si
   }
 
 
-def sample_frechet_distance(run, state, data, classifier_workdir: str,
-                            num_samples: int = NUM_FRECHET_SAMPLES) -> dict:
-  """Fréchet distance between classifier features of prior samples and of the test images.
+def sample_quality(run, state, data, classifier_workdir: str,
+                   num_samples: int = NUM_FRECHET_SAMPLES) -> dict:
+  """Fréchet distance between classifier features of prior samples and of the test images;
+  for a conditional model also the classifier's accuracy on the labels the samples asked for.
 
   Samples are Bernoulli means decoded from the prior (an AE: a Gaussian fitted to its
-  training codes), compared with the grey test images. The features are those of the
-  in-project MNIST classifier, so the number is not comparable to Inception-based FIDs.
+  training codes), compared with the grey test images; a conditional model's samples ask
+  for each label equally often. The features are those of the in-project classifier, so
+  the number is not comparable to Inception-based FIDs.
   """
   import jax
   import numpy as np
 
-  from vae_jax import classifier as classifier_lib, frechet, input_pipeline, report
+  from vae_jax import classifier as classifier_lib, frechet, input_pipeline, models, report
 
   if not classifier_lib.has_classifier(classifier_workdir):
     return {"frechet_distance": None, "frechet_note": (
@@ -71,18 +78,25 @@ def sample_frechet_distance(run, state, data, classifier_workdir: str,
         f"--dataset={run.config.dataset} --workdir={classifier_workdir}")}
   clf = classifier_lib.load_classifier(classifier_workdir, run.config.dataset)
   train_codes = None if run.model.variational else report.encode_means(
-      state, run.model, data.train.images, run.config.batch_size, run.mesh)
+      state, run.model, data.train.images, data.train.labels, run.config.batch_size, run.mesh)
   prior = report.latent_prior(run.model, train_codes, run.config.latent_dim)
   key = jax.random.fold_in(jax.random.PRNGKey(EVAL_SEED), 1)
   eps = np.asarray(jax.random.normal(key, (num_samples, run.config.latent_dim)))
   z = (prior.mean + eps @ prior.chol.T).astype(np.float32)
-  samples = report.decode_probs(state.params, run.model, z)[..., None]
+  asked = np.arange(num_samples) % models.NUM_CLASSES
+  samples = report.decode_probs(state.params, run.model, z, asked)[..., None]
   # data.val is the grey test split unless training binarized it; only then load it again.
   test = data.val.images if run.config.binarize == "none" else input_pipeline.load_split(
       run.config.dataset, "test", run.config.data_dir, run.config.manual_dir).images
-  return {"frechet_distance": round(frechet.frechet_distance(
-              classifier_lib.features(clf, samples), classifier_lib.features(clf, test)), 3),
-          "frechet_samples": num_samples, "classifier": classifier_workdir}
+  result = {"frechet_distance": round(frechet.frechet_distance(
+                classifier_lib.features(clf, samples), classifier_lib.features(clf, test)), 3),
+            "frechet_samples": num_samples, "classifier": classifier_workdir}
+  if run.model.conditional:
+    recognised = classifier_lib.predict(clf, samples) == asked
+    result["label_accuracy"] = round(float(recognised.mean()), 4)
+    result["label_accuracy_per_class"] = [
+        round(float(recognised[asked == c].mean()), 4) for c in range(models.NUM_CLASSES)]
+  return result
 
 
 def evaluate_run(workdir: str, epoch: Optional[int] = None, num_importance_samples: int = 5000,
@@ -102,10 +116,11 @@ def evaluate_run(workdir: str, epoch: Optional[int] = None, num_importance_sampl
   state = restore.restore(run, epoch)
   data = train.load_data(run.config)
   images = data.val.images[:num_test_examples]
+  labels = data.val.labels[:num_test_examples]
   estimate = jax.jit(functools.partial(batch_estimates, model=run.model,
                                        num_samples=num_importance_samples, chunk_size=chunk_size))
   start = time.time()
-  parts = [estimate(state.params, images[i:i + eval_batch_size],
+  parts = [estimate(state.params, images[i:i + eval_batch_size], labels[i:i + eval_batch_size],
                     jax.random.fold_in(jax.random.PRNGKey(EVAL_SEED), i // eval_batch_size))
            for i in range(0, len(images), eval_batch_size)]
   out = {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0]}
@@ -127,8 +142,11 @@ def evaluate_run(workdir: str, epoch: Optional[int] = None, num_importance_sampl
   if run.config.binarize == "none":
     result["note"] = ("pixels in [0, 1], not binarized: Bernoulli cross-entropies, not "
                       "log-likelihoods comparable with the literature (use --binarize=dynamic)")
-  result.update(sample_frechet_distance(
-      run, state, data, classifier_workdir or f"runs/classifier_{run.config.dataset}"))
+  if run.model.conditional:
+    result["conditioning"] = ("the ELBO and log-likelihood are of p(x | label): the true "
+                              "label is given, as in training")
+  result.update(sample_quality(
+      run, state, data, classifier_workdir or cli.default_classifier_workdir(run.config.dataset)))
   result["seconds"] = round(time.time() - start, 1)
   with open(os.path.join(workdir, f"eval_epoch_{epoch:03d}.json"), "w") as f:
     json.dump(result, f, indent=2)

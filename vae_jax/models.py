@@ -1,4 +1,4 @@
-"""Encoders, decoders, and the VAE and AE models (pure-functional Flax linen)."""
+"""Encoders, decoders, and the VAE, CVAE and AE models (pure-functional Flax linen)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import jax.numpy as jnp
 from vae_jax.layers import PatchConv, SubPixelConvTranspose
 
 IMAGE_SHAPE = (28, 28, 1)
+NUM_CLASSES = 10
 
 # exp(20) ~ 5e8 and exp(-30) ~ 1e-13 are finite in float32, so the KL term and
 # the sample's standard deviation can neither overflow nor underflow to NaN.
@@ -23,12 +24,32 @@ def reparameterize(key: jax.Array, mean: jax.Array, logvar: jax.Array) -> jax.Ar
   return mean + jnp.exp(0.5 * logvar) * eps
 
 
+def label_condition(labels: jax.Array, num_classes: int = NUM_CLASSES) -> jax.Array:
+  """Integer labels [B] -> one-hot [B, C]; a float [B, C] (e.g. a blend of two labels) passes."""
+  labels = jnp.asarray(labels)
+  if labels.ndim == 1:
+    return jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
+  return labels.astype(jnp.float32)
+
+
+def label_channels(images: jax.Array, condition: jax.Array) -> jax.Array:
+  """Appends the condition [B, C] to images [B, H, W, c] as C constant channels."""
+  planes = jnp.broadcast_to(condition[:, None, None, :],
+                            images.shape[:3] + (condition.shape[-1],))
+  return jnp.concatenate([images, planes], axis=-1)
+
+
+def with_condition(x: jax.Array, condition: Optional[jax.Array]) -> jax.Array:
+  """[B, F] features, with the condition [B, C] appended when there is one."""
+  return x if condition is None else jnp.concatenate([x, condition], axis=-1)
+
+
 class MLPTrunk(nn.Module):
-  """784 -> 512 -> 256, ReLU."""
+  """784 (+ the one-hot label) -> 512 -> 256, ReLU."""
 
   @nn.compact
-  def __call__(self, images: jax.Array) -> jax.Array:
-    x = images.reshape((images.shape[0], -1))
+  def __call__(self, images: jax.Array, condition: Optional[jax.Array] = None) -> jax.Array:
+    x = with_condition(images.reshape((images.shape[0], -1)), condition)
     x = nn.relu(nn.Dense(512)(x))
     return nn.relu(nn.Dense(256)(x))
 
@@ -50,11 +71,16 @@ def upsampling_conv_class() -> type[nn.Module]:
 
 
 class ConvTrunk(nn.Module):
-  """Conv 32 (3x3, stride 2) -> Conv 64 (3x3, stride 2) -> Dense 16, ReLU."""
+  """Conv 32 (3x3, stride 2) -> Conv 64 (3x3, stride 2) -> Dense 16, ReLU.
+
+  A conditional model sees the one-hot label as extra constant input channels.
+  """
 
   @nn.compact
-  def __call__(self, images: jax.Array) -> jax.Array:
+  def __call__(self, images: jax.Array, condition: Optional[jax.Array] = None) -> jax.Array:
     conv = conv_class()
+    if condition is not None:
+      images = label_channels(images, condition)
     # Explicit names: the parameter tree must not depend on which class computes a layer.
     x = nn.relu(conv(32, (3, 3), strides=(2, 2), padding="SAME", name="Conv_0")(images))
     x = nn.relu(conv(64, (3, 3), strides=(2, 2), padding="SAME", name="Conv_1")(x))
@@ -63,22 +89,23 @@ class ConvTrunk(nn.Module):
 
 
 class MLPDecoder(nn.Module):
-  """latent -> 256 -> 512 -> 784 logits, ReLU."""
+  """latent (+ the one-hot label) -> 256 -> 512 -> 784 logits, ReLU."""
 
   @nn.compact
-  def __call__(self, z: jax.Array) -> jax.Array:
-    x = nn.relu(nn.Dense(256)(z))
+  def __call__(self, z: jax.Array, condition: Optional[jax.Array] = None) -> jax.Array:
+    x = nn.relu(nn.Dense(256)(with_condition(z, condition)))
     x = nn.relu(nn.Dense(512)(x))
     return nn.Dense(784)(x).reshape((z.shape[0],) + IMAGE_SHAPE)
 
 
 class ConvDecoder(nn.Module):
-  """Dense 7*7*64 -> ConvT 64 (stride 2) -> ConvT 32 (stride 2) -> ConvT 1 logits."""
+  """latent (+ the one-hot label) -> Dense 7*7*64 -> ConvT 64 (stride 2) -> ConvT 32
+  (stride 2) -> ConvT 1 logits."""
 
   @nn.compact
-  def __call__(self, z: jax.Array) -> jax.Array:
+  def __call__(self, z: jax.Array, condition: Optional[jax.Array] = None) -> jax.Array:
     upsample = upsampling_conv_class()
-    x = nn.relu(nn.Dense(7 * 7 * 64, name="Dense_0")(z)).reshape((z.shape[0], 7, 7, 64))
+    x = nn.relu(nn.Dense(7 * 7 * 64, name="Dense_0")(with_condition(z, condition))).reshape((z.shape[0], 7, 7, 64))
     # Explicit names: the parameter tree must not depend on which class computes a layer.
     x = nn.relu(upsample(64, (3, 3), strides=(2, 2), padding="SAME", name="ConvTranspose_0")(x))
     x = nn.relu(upsample(32, (3, 3), strides=(2, 2), padding="SAME", name="ConvTranspose_1")(x))
@@ -90,15 +117,17 @@ DECODERS = {"mlp": MLPDecoder, "conv": ConvDecoder}
 
 
 class Encoder(nn.Module):
-  """Images [B, 28, 28, 1] in [0, 1] -> (mean, logvar) [B, D]; logvar is None if not variational."""
+  """Images [B, 28, 28, 1] in [0, 1] (and a condition [B, C] or None) -> (mean, logvar)
+  [B, D]; logvar is None if not variational."""
 
   arch: str
   latent_dim: int
   variational: bool = True
 
   @nn.compact
-  def __call__(self, images: jax.Array) -> tuple[jax.Array, Optional[jax.Array]]:
-    h = TRUNKS[self.arch](name="trunk")(images)
+  def __call__(self, images: jax.Array, condition: Optional[jax.Array] = None
+               ) -> tuple[jax.Array, Optional[jax.Array]]:
+    h = TRUNKS[self.arch](name="trunk")(images, condition)
     mean = nn.Dense(self.latent_dim, name="mean")(h)
     if not self.variational:
       return mean, None
@@ -107,33 +136,47 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-  """Codes [B, D] -> Bernoulli logits [B, 28, 28, 1]."""
+  """Codes [B, D] (and a condition [B, C] or None) -> Bernoulli logits [B, 28, 28, 1]."""
 
   arch: str
 
   @nn.compact
-  def __call__(self, z: jax.Array) -> jax.Array:
-    return DECODERS[self.arch](name="net")(z)
+  def __call__(self, z: jax.Array, condition: Optional[jax.Array] = None) -> jax.Array:
+    return DECODERS[self.arch](name="net")(z, condition)
 
 
 class Autoencoder(nn.Module):
-  """Encoder + decoder; subclasses say whether the code is sampled (variational)."""
+  """Encoder + decoder; subclasses say whether the code is sampled (variational) and
+  whether encoder and decoder see the label (conditional).
+
+  Every method takes labels: integer [B] or one-hot-like float [B, C]. Unconditional
+  models ignore them (so callers need not know which kind they hold); conditional ones
+  require them.
+  """
 
   arch: str
   latent_dim: int
   variational = True
+  conditional = False
 
   def setup(self):
     self.encoder = Encoder(self.arch, self.latent_dim, variational=self.variational)
     self.decoder = Decoder(self.arch)
 
-  def encode(self, images: jax.Array):
-    """-> (mean or code [B, D], logvar [B, D] or None)."""
-    return self.encoder(images)
+  def condition(self, labels: Optional[jax.Array]) -> Optional[jax.Array]:
+    if not self.conditional:
+      return None
+    if labels is None:
+      raise ValueError(f"a conditional model ({type(self).__name__}) needs the labels")
+    return label_condition(labels)
 
-  def decode(self, z: jax.Array) -> jax.Array:
+  def encode(self, images: jax.Array, labels: Optional[jax.Array] = None):
+    """-> (mean or code [B, D], logvar [B, D] or None)."""
+    return self.encoder(images, self.condition(labels))
+
+  def decode(self, z: jax.Array, labels: Optional[jax.Array] = None) -> jax.Array:
     """-> Bernoulli logits [B, 28, 28, 1]."""
-    return self.decoder(z)
+    return self.decoder(z, self.condition(labels))
 
 
 class VAE(Autoencoder):
@@ -141,10 +184,20 @@ class VAE(Autoencoder):
 
   variational = True
 
-  def __call__(self, images: jax.Array, key: jax.Array):
+  def __call__(self, images: jax.Array, key: jax.Array, labels: Optional[jax.Array] = None):
     """-> (logits, mean, logvar); z is sampled with the reparameterization from key."""
-    mean, logvar = self.encoder(images)
-    return self.decoder(reparameterize(key, mean, logvar)), mean, logvar
+    mean, logvar = self.encode(images, labels)
+    return self.decode(reparameterize(key, mean, logvar), labels), mean, logvar
+
+
+class CVAE(VAE):
+  """Conditional VAE: q(z|x, y) and p(x|z, y) see the one-hot label y, p(z) = N(0, I).
+
+  The label carries the class, so z is free to code the style: generate a chosen digit by
+  decoding z ~ N(0, I) with its label.
+  """
+
+  conditional = True
 
 
 class AE(Autoencoder):
@@ -152,14 +205,15 @@ class AE(Autoencoder):
 
   variational = False
 
-  def __call__(self, images: jax.Array, key: Optional[jax.Array] = None):
+  def __call__(self, images: jax.Array, key: Optional[jax.Array] = None,
+               labels: Optional[jax.Array] = None):
     """-> (logits, code, None); key is unused, kept for the VAE's signature."""
     del key
-    code, _ = self.encoder(images)
-    return self.decoder(code), code, None
+    code, _ = self.encode(images, labels)
+    return self.decode(code, labels), code, None
 
 
-MODELS = {"vae": VAE, "ae": AE}
+MODELS = {"vae": VAE, "cvae": CVAE, "ae": AE}
 
 
 def make_model(model: str, arch: str, latent_dim: int) -> nn.Module:
@@ -168,4 +222,4 @@ def make_model(model: str, arch: str, latent_dim: int) -> nn.Module:
 
 def init_params(model: nn.Module, key: jax.Array):
   images = jnp.zeros((1,) + IMAGE_SHAPE, jnp.float32)
-  return model.init(key, images, jax.random.PRNGKey(0))["params"]
+  return model.init(key, images, jax.random.PRNGKey(0), jnp.zeros((1,), jnp.int32))["params"]

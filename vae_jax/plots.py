@@ -29,12 +29,21 @@ def _save(fig, path: str) -> None:
   plt.close(fig)
 
 
-def image_grid(images: np.ndarray, path: str, title: str) -> None:
-  """images: [R, C, 28, 28] pixel intensities in [0, 1]."""
-  fig, ax = plt.subplots(figsize=(images.shape[1] * 0.6, images.shape[0] * 0.6 + 0.4))
+def image_grid(images: np.ndarray, path: str, title: str,
+               row_labels: Optional[Sequence[str]] = None) -> None:
+  """images: [R, C, 28, 28] pixel intensities in [0, 1]; row_labels name each row."""
+  rows, cols, h, _ = images.shape
+  fig, ax = plt.subplots(figsize=(cols * 0.6, rows * 0.6 + 0.4))
   ax.imshow(tile(images, gap=2), cmap="gray", vmin=0.0, vmax=1.0)
   ax.set_title(title, fontsize=9)
-  ax.axis("off")
+  if row_labels is None:
+    ax.axis("off")
+  else:
+    ax.set_xticks([])
+    ax.set_yticks([r * (h + 2) + h / 2 for r in range(rows)], list(row_labels), fontsize=8)
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+      spine.set_visible(False)
   _save(fig, path)
 
 
@@ -91,6 +100,35 @@ def latent_manifold(images: np.ndarray, extent: tuple[float, float, float, float
   ax.set_xlabel("z[0]")
   ax.set_ylabel("z[1]")
   ax.set_title(title, fontsize=10)
+  _save(fig, path)
+
+
+def latent_manifold_panels(grids: np.ndarray, extent: tuple[float, float, float, float],
+                           names: Sequence[str], path: str, title: str, columns: int = 5) -> None:
+  """grids: [K, rows, cols, 28, 28], one decoded latent grid per label (named by names).
+
+  The panels share the axes: the same z gives the same style under every label.
+  """
+  panels = len(grids)
+  panel_rows = -(-panels // columns)
+  rows, cols = grids.shape[1:3]
+  x0, x1, y0, y1 = extent
+  half_x, half_y = (x1 - x0) / (cols - 1) / 2, (y1 - y0) / (rows - 1) / 2
+  fig, axes = plt.subplots(panel_rows, columns, figsize=(3.2 * columns, 3.4 * panel_rows + 0.5),
+                           sharex=True, sharey=True, squeeze=False)
+  for k, ax in enumerate(axes.ravel()):
+    if k >= panels:
+      ax.axis("off")
+      continue
+    ax.imshow(tile(grids[k]), cmap="gray", vmin=0.0, vmax=1.0, aspect="auto",
+              extent=(x0 - half_x, x1 + half_x, y0 - half_y, y1 + half_y))
+    ax.set_title(f"label: {names[k]}", fontsize=9)
+  for ax in axes[-1]:
+    ax.set_xlabel("z[0]")
+  for ax in axes[:, 0]:
+    ax.set_ylabel("z[1]")
+  fig.suptitle(title, fontsize=10)
+  fig.tight_layout()
   _save(fig, path)
 
 

@@ -18,10 +18,8 @@ from vae_jax.input_pipeline import CLASS_NAMES, to_float
 SAMPLES_SIDE = 10          # samples.png is a SAMPLES_SIDE x SAMPLES_SIDE grid
 RECON_ROWS, RECON_COLS = 2, 10
 MANIFOLD_SIDE = 20
+MANIFOLD_PANEL_SIDE = 12   # a conditional model's manifold: one smaller grid per class
 INTERPOLATION_PAIRS, INTERPOLATION_STEPS = 5, 10
-# Manifold cells sit at the centres of MANIFOLD_SIDE equal-probability bins of the
-# prior's marginal: quantiles 1/40 .. 39/40, i.e. +-1.96 standard deviations.
-MANIFOLD_QUANTILES = (np.arange(MANIFOLD_SIDE) + 0.5) / MANIFOLD_SIDE
 
 
 class LatentPrior(NamedTuple):
@@ -35,23 +33,34 @@ def sigmoid(logits) -> np.ndarray:
   return np.asarray(jax.nn.sigmoid(logits))
 
 
-def encode_means(state, model: nn.Module, images_u8, batch_size: int, mesh=None) -> np.ndarray:
-  """Posterior means (VAE) or codes (AE) [N, D] of all images, one compiled call."""
+def encode_means(state, model: nn.Module, images_u8, labels, batch_size: int,
+                 mesh=None) -> np.ndarray:
+  """Posterior means (VAE) or codes (AE) [N, D] of all images, one compiled call.
+
+  labels [N] are read by a conditional model only (its means code the style).
+  """
   sharding = None if mesh is None else parallel.batch_sharded(mesh)
 
   @jax.jit
-  def encode_all(params, images_u8):
+  def encode_all(params, images_u8, labels):
     def encode(batch, _):
-      return model.apply({"params": params}, to_float(batch), method="encode")[0]
-    return steps.map_batches(encode, images_u8, batch_size, sharding)
+      images, batch_labels = batch
+      return model.apply({"params": params}, to_float(images), batch_labels, method="encode")[0]
+    return steps.map_batches(encode, (images_u8, labels), batch_size, sharding)
 
-  return np.asarray(encode_all(state.params, images_u8))
+  return np.asarray(encode_all(state.params, images_u8, labels))
 
 
-def decode_probs(params, model: nn.Module, z) -> np.ndarray:
-  """Bernoulli means [N, 28, 28] of codes z [N, D], in one compiled call."""
-  logits = jax.jit(lambda p, z: model.apply({"params": p}, z, method="decode"))(params, z)
-  return sigmoid(logits)[..., 0]
+def decode_probs(params, model: nn.Module, z, labels=None) -> np.ndarray:
+  """Bernoulli means [N, 28, 28] of codes z [N, D] (and labels [N] or [N, C] for a
+  conditional model), in one compiled call."""
+  decode = jax.jit(lambda p, z, y: model.apply({"params": p}, z, y, method="decode"))
+  return sigmoid(decode(params, z, labels))[..., 0]
+
+
+def class_rows(num_classes: int, num_columns: int) -> np.ndarray:
+  """Labels [num_classes * num_columns]: row c of a grid is all class c."""
+  return np.repeat(np.arange(num_classes), num_columns)
 
 
 def latent_prior(model: nn.Module, train_codes: Optional[np.ndarray], latent_dim: int) -> LatentPrior:
@@ -93,11 +102,81 @@ def interpolate(codes_a: np.ndarray, codes_b: np.ndarray, steps: int = INTERPOLA
   return (1.0 - alpha) * codes_a[:, None] + alpha * codes_b[:, None]
 
 
-def manifold_axes(prior: LatentPrior) -> tuple[np.ndarray, np.ndarray]:
+def manifold_quantiles(side: int = MANIFOLD_SIDE) -> np.ndarray:
+  """The centres of side equal-probability bins of a Gaussian marginal: for side = 20,
+  quantiles 1/40 .. 39/40, i.e. +-1.96 standard deviations."""
+  return (np.arange(side) + 0.5) / side
+
+
+def manifold_axes(prior: LatentPrior, side: int = MANIFOLD_SIDE) -> tuple[np.ndarray, np.ndarray]:
   """Grid values along z[0] and z[1] at the prior's marginal quantiles."""
-  q = stats.norm.ppf(MANIFOLD_QUANTILES)
+  q = stats.norm.ppf(manifold_quantiles(side))
   sd = np.sqrt(np.sum(prior.chol ** 2, axis=1))
   return prior.mean[0] + sd[0] * q, prior.mean[1] + sd[1] * q
+
+
+def prior_samples(prior: LatentPrior, num: int, seed: int) -> np.ndarray:
+  """num codes [num, D] from the prior, drawn from the run's figure stream."""
+  key = jax.random.fold_in(jax.random.PRNGKey(seed), steps.FIGURE_STREAM)
+  eps = np.asarray(jax.random.normal(key, (num, prior.mean.shape[0])))
+  return (prior.mean + eps @ prior.chol.T).astype(np.float32)
+
+
+def draw_samples(state, model, config: Config, prior: LatentPrior, out: str, run: str) -> None:
+  path = os.path.join(out, "samples.png")
+  if not model.conditional:
+    z = prior_samples(prior, SAMPLES_SIDE ** 2, config.seed)
+    samples = decode_probs(state.params, model, z)
+    plots.image_grid(samples.reshape(SAMPLES_SIDE, SAMPLES_SIDE, 28, 28), path,
+                     f"{run}\nsamples, {prior.description}")
+    return
+  # One row per class; column j decodes the same z_j with every label: the style is shared.
+  names = CLASS_NAMES[config.dataset]
+  z = np.tile(prior_samples(prior, SAMPLES_SIDE, config.seed), (len(names), 1))
+  samples = decode_probs(state.params, model, z, class_rows(len(names), SAMPLES_SIDE))
+  plots.image_grid(samples.reshape(len(names), SAMPLES_SIDE, 28, 28), path,
+                   f"{run}\nsamples: row = label, column = one {prior.description} (style)",
+                   row_labels=names)
+
+
+def draw_interpolation(state, model, config: Config, val_means, data, out: str, run: str) -> None:
+  pairs = interpolation_pairs(data.val.labels)
+  if len(np.unique(data.val.labels[pairs.ravel()])) < 2:  # tiny mock splits may hold one class
+    return
+  line = interpolate(val_means[pairs[:, 0]], val_means[pairs[:, 1]]).astype(np.float32)
+  # A conditional model's label moves along with the code, from one one-hot to the other.
+  onehots = np.eye(len(CLASS_NAMES[config.dataset]), dtype=np.float32)[data.val.labels[pairs]]
+  label_line = interpolate(onehots[:, 0], onehots[:, 1]).astype(np.float32)
+  decoded = decode_probs(state.params, model, line.reshape(-1, config.latent_dim),
+                         label_line.reshape(-1, label_line.shape[-1]))
+  ends = to_float(data.val.images[pairs])[..., 0]            # [P, 2, 28, 28]
+  rows = np.concatenate([ends[:, :1], decoded.reshape(len(pairs), -1, 28, 28), ends[:, 1:]], 1)
+  what = "code and label" if model.conditional else "code"
+  plots.image_grid(rows, os.path.join(out, "interpolation.png"),
+                   f"{run}\neach row: a validation image, {INTERPOLATION_STEPS} decodings along "
+                   f"the straight line between its {what} and the {what} of the last image")
+
+
+def draw_manifold(state, model, config: Config, prior: LatentPrior, out: str, run: str):
+  """The decoded latent grid (z = 2 only); returns its extent for the scatter's box."""
+  if config.latent_dim != 2:
+    return None
+  side = MANIFOLD_PANEL_SIDE if model.conditional else MANIFOLD_SIDE
+  gx, gy = manifold_axes(prior, side)
+  zz = np.stack(np.meshgrid(gx, gy[::-1]), axis=-1).reshape(-1, 2).astype(np.float32)
+  extent = (gx[0], gx[-1], gy[0], gy[-1])
+  path = os.path.join(out, "latent_manifold.png")
+  title = f"{run}: decoded latent grid at Gaussian quantiles ({prior.description})"
+  if not model.conditional:
+    grid = decode_probs(state.params, model, zz).reshape(side, side, 28, 28)
+    plots.latent_manifold(grid, extent, path, title)
+    return extent
+  names = CLASS_NAMES[config.dataset]
+  grids = decode_probs(state.params, model, np.tile(zz, (len(names), 1)),
+                       class_rows(len(names), len(zz)))
+  plots.latent_manifold_panels(grids.reshape(len(names), side, side, 28, 28), extent, names,
+                               path, f"{title}, one panel per label")
+  return extent
 
 
 def write_milestone(state, model: nn.Module, config: Config, data, history: Sequence[dict],
@@ -106,52 +185,31 @@ def write_milestone(state, model: nn.Module, config: Config, data, history: Sequ
   out = out or workdir_lib.plots_dir(workdir, epoch)
   os.makedirs(out, exist_ok=True)
   run = f"{config.dataset} {config.model}/{config.arch}, z={config.latent_dim}, epoch {epoch}"
-  val_means = encode_means(state, model, data.val.images, config.batch_size, mesh)
-  train_codes = (None if model.variational else
-                 encode_means(state, model, data.train.images, config.batch_size, mesh))
+  val_means = encode_means(state, model, data.val.images, data.val.labels, config.batch_size, mesh)
+  train_codes = (None if model.variational else encode_means(
+      state, model, data.train.images, data.train.labels, config.batch_size, mesh))
   prior = latent_prior(model, train_codes, config.latent_dim)
   coords, axis_labels = scatter_coords(val_means)
   np.savez(os.path.join(out, "latents.npz"), means=val_means, labels=data.val.labels,
            coords=coords)
 
-  key = jax.random.fold_in(jax.random.PRNGKey(config.seed), steps.FIGURE_STREAM)
-  eps = np.asarray(jax.random.normal(key, (SAMPLES_SIDE ** 2, config.latent_dim)))
-  z = (prior.mean + eps @ prior.chol.T).astype(np.float32)
-  samples = decode_probs(state.params, model, z)
-  plots.image_grid(samples.reshape(SAMPLES_SIDE, SAMPLES_SIDE, 28, 28),
-                   os.path.join(out, "samples.png"), f"{run}\nsamples, {prior.description}")
-
+  draw_samples(state, model, config, prior, out, run)
   num = RECON_ROWS * RECON_COLS
   originals = to_float(data.val.images[:num])[..., 0]
-  recons = decode_probs(state.params, model, val_means[:num])
+  recons = decode_probs(state.params, model, val_means[:num], data.val.labels[:num])
   plots.reconstructions(originals.reshape(RECON_ROWS, RECON_COLS, 28, 28),
                         recons.reshape(RECON_ROWS, RECON_COLS, 28, 28),
                         os.path.join(out, "reconstructions.png"),
                         f"{run}: validation images and their reconstructions from the "
-                        f"{'posterior mean' if model.variational else 'code'}")
-
-  pairs = interpolation_pairs(data.val.labels)
-  if len(np.unique(data.val.labels[pairs.ravel()])) > 1:  # tiny mock splits may hold one class
-    line = interpolate(val_means[pairs[:, 0]], val_means[pairs[:, 1]]).astype(np.float32)
-    decoded = decode_probs(state.params, model, line.reshape(-1, config.latent_dim))
-    ends = to_float(data.val.images[pairs])[..., 0]            # [P, 2, 28, 28]
-    rows = np.concatenate([ends[:, :1], decoded.reshape(len(pairs), -1, 28, 28), ends[:, 1:]], 1)
-    plots.image_grid(rows, os.path.join(out, "interpolation.png"),
-                     f"{run}\neach row: a validation image, {INTERPOLATION_STEPS} decodings "
-                     "along the straight line between its code and the code of the last image")
-
-  extent = None
-  if config.latent_dim == 2:
-    gx, gy = manifold_axes(prior)
-    zz = np.stack(np.meshgrid(gx, gy[::-1]), axis=-1).reshape(-1, 2).astype(np.float32)
-    grid = decode_probs(state.params, model, zz).reshape(MANIFOLD_SIDE, MANIFOLD_SIDE, 28, 28)
-    extent = (gx[0], gx[-1], gy[0], gy[-1])
-    plots.latent_manifold(grid, extent, os.path.join(out, "latent_manifold.png"),
-                          f"{run}: decoded latent grid at Gaussian quantiles ({prior.description})")
-
+                        f"{'posterior mean' if model.variational else 'code'}"
+                        f"{' and the label' if model.conditional else ''}")
+  draw_interpolation(state, model, config, val_means, data, out, run)
+  extent = draw_manifold(state, model, config, prior, out, run)
+  what = "posterior means" if model.variational else "codes"
   plots.latent_scatter(coords, data.val.labels, CLASS_NAMES[config.dataset], axis_labels,
                        os.path.join(out, "latent_scatter.png"),
-                       f"{run}: validation set, {'posterior means' if model.variational else 'codes'}",
+                       f"{run}: validation set, {what}"
+                       + (" given the label: a style space" if model.conditional else ""),
                        manifold_extent=extent)
   plots.loss_curves([r for r in history if r["epoch"] <= epoch],
                     os.path.join(out, "loss_curves.png"), f"{run}: loss per image",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Optional
 
 import flax
 import flax.linen as nn
@@ -41,10 +41,11 @@ def init_state(model: nn.Module, tx: optax.GradientTransformation, seed: int) ->
 
 
 def per_image_terms(model: nn.Module, params, images_u8: jax.Array, key: jax.Array,
-                    beta: float) -> dict[str, jax.Array]:
-  """loss, recon and kl per image [B] for a batch of uint8 images."""
+                    beta: float, labels: Optional[jax.Array] = None) -> dict[str, jax.Array]:
+  """loss, recon and kl per image [B] for a batch of uint8 images (and their labels [B],
+  which only a conditional model reads)."""
   images = to_float(images_u8)
-  logits, mean, logvar = model.apply({"params": params}, images, key)
+  logits, mean, logvar = model.apply({"params": params}, images, key, labels)
   return losses.loss_terms(logits, images, mean, logvar, beta)
 
 
@@ -53,8 +54,9 @@ def dynamic_binarize(key: jax.Array, images_u8: jax.Array) -> jax.Array:
   return jax.random.bernoulli(key, to_float(images_u8)).astype(jnp.uint8) * 255
 
 
-def train_step(state: TrainState, images_u8: jax.Array, *, model: nn.Module,
-               tx: optax.GradientTransformation, beta: float, binarize: bool = False):
+def train_step(state: TrainState, images_u8: jax.Array, labels: Optional[jax.Array] = None, *,
+               model: nn.Module, tx: optax.GradientTransformation, beta: float,
+               binarize: bool = False):
   """One Adam step on the batch mean of the loss -> (state, per-batch sums of the terms).
 
   With binarize, the batch is binarized afresh from (seed, step): each image gets a
@@ -66,7 +68,7 @@ def train_step(state: TrainState, images_u8: jax.Array, *, model: nn.Module,
         jax.random.fold_in(jax.random.fold_in(state.rng, BINARIZE_STREAM), state.step), images_u8)
 
   def batch_loss(params):
-    terms = per_image_terms(model, params, images_u8, key, beta)
+    terms = per_image_terms(model, params, images_u8, key, beta, labels)
     return terms["loss"].mean(), terms
 
   grads, terms = jax.grad(batch_loss, has_aux=True)(state.params)
@@ -83,31 +85,36 @@ def epoch_batches(state: TrainState, num_examples: int, batch_size: int) -> jax.
   return jax.random.permutation(key, num_examples)[: steps * batch_size].reshape(steps, batch_size)
 
 
-def train_epoch(state: TrainState, images_u8: jax.Array, *, model: nn.Module,
-                tx: optax.GradientTransformation, beta: float, batch_size: int,
-                batch_sharding=None, binarize: bool = False):
+def train_epoch(state: TrainState, images_u8: jax.Array, labels: Optional[jax.Array] = None, *,
+                model: nn.Module, tx: optax.GradientTransformation, beta: float,
+                batch_size: int, batch_sharding=None, binarize: bool = False):
   """A whole epoch as one scan over train_step -> (state, mean terms per image)."""
   batches = epoch_batches(state, images_u8.shape[0], batch_size)
 
   def step(state, idx):
-    batch = images_u8[idx]
+    batch = jax.tree.map(lambda a: a[idx], (images_u8, labels))
     if batch_sharding is not None:
       batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
-    return train_step(state, batch, model=model, tx=tx, beta=beta, binarize=binarize)
+    return train_step(state, *batch, model=model, tx=tx, beta=beta, binarize=binarize)
 
   state, sums = jax.lax.scan(step, state, batches)
   num_images = batches.size
   return state.replace(epoch=state.epoch + 1), jax.tree.map(lambda s: s.sum() / num_images, sums)
 
 
-def map_batches(fn: Callable, images_u8: jax.Array, batch_size: int, batch_sharding=None):
-  """fn(batch_u8 [B, ...], batch_index) -> pytree of [B, ...], applied to all images.
+def map_batches(fn: Callable, data, batch_size: int, batch_sharding=None):
+  """fn(batch, batch_index) -> pytree of [B, ...], applied to all of data.
 
-  Pads the last batch and trims the result, so every image is used exactly once.
+  data is an array [N, ...] or a pytree of them (e.g. images and labels); each batch has
+  its structure. Pads the last batch and trims the result, so every item is used once.
   """
-  n = images_u8.shape[0]
-  padded = jnp.pad(images_u8, [(0, (-n) % batch_size)] + [(0, 0)] * (images_u8.ndim - 1))
-  batches = padded.reshape((-1, batch_size) + images_u8.shape[1:])
+  n = jax.tree.leaves(data)[0].shape[0]
+
+  def split(a):
+    padded = jnp.pad(a, [(0, (-n) % batch_size)] + [(0, 0)] * (a.ndim - 1))
+    return padded.reshape((-1, batch_size) + a.shape[1:])
+
+  batches = jax.tree.map(split, data)
 
   def body(carry, xs):
     batch, i = xs
@@ -115,24 +122,29 @@ def map_batches(fn: Callable, images_u8: jax.Array, batch_size: int, batch_shard
       batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
     return carry, fn(batch, i)
 
-  _, out = jax.lax.scan(body, None, (batches, jnp.arange(batches.shape[0])))
+  num_batches = -(-n // batch_size)
+  _, out = jax.lax.scan(body, None, (batches, jnp.arange(num_batches)))
   return jax.tree.map(lambda o: o.reshape((-1,) + o.shape[2:])[:n], out)
 
 
-def evaluate(state: TrainState, images_u8: jax.Array, *, model: nn.Module, beta: float,
-             batch_size: int, batch_sharding=None) -> dict[str, jax.Array]:
+def evaluate(state: TrainState, images_u8: jax.Array, labels: Optional[jax.Array] = None, *,
+             model: nn.Module, beta: float, batch_size: int,
+             batch_sharding=None) -> dict[str, jax.Array]:
   """Mean terms per image over a whole split; the sample key is fixed across epochs."""
   key = jax.random.fold_in(state.rng, EVAL_STREAM)
 
   def terms(batch, i):
-    return per_image_terms(model, state.params, batch, jax.random.fold_in(key, i), beta)
+    images, batch_labels = batch
+    return per_image_terms(model, state.params, images, jax.random.fold_in(key, i), beta,
+                           batch_labels)
 
-  return jax.tree.map(jnp.mean, map_batches(terms, images_u8, batch_size, batch_sharding))
+  return jax.tree.map(jnp.mean, map_batches(terms, (images_u8, labels), batch_size,
+                                            batch_sharding))
 
 
 class Compiled(NamedTuple):
-  train_epoch: Callable   # (state, images_u8) -> (state, terms); donates state
-  evaluate: Callable      # (state, images_u8) -> terms
+  train_epoch: Callable   # (state, images_u8, labels) -> (state, terms); donates state
+  evaluate: Callable      # (state, images_u8, labels) -> terms
 
 
 def compile_fns(model: nn.Module, tx: optax.GradientTransformation, config: Config,

@@ -70,8 +70,8 @@ def train_and_evaluate(config: Config, workdir: str, overwrite: bool = False,
     log(f"resuming from the checkpoint of epoch {start} in {workdir}"
         + (f" with changed settings: {'; '.join(changed)}" if changed else ""))
   history = workdir_lib.truncate_metrics(workdir, start)
-  train_images, val_images = parallel.put_replicated(
-      (data.train.images, data.val.images), mesh)
+  train_data, val_data = parallel.put_replicated(
+      ((data.train.images, data.train.labels), (data.val.images, data.val.labels)), mesh)
   log(f"training {config.model}/{config.arch} z={config.latent_dim} on "
       f"{len(data.train.images)} {config.dataset} images, {mesh.size} "
       f"{jax.default_backend()} device(s); epochs {start + 1}..{config.epochs}, "
@@ -80,8 +80,8 @@ def train_and_evaluate(config: Config, workdir: str, overwrite: bool = False,
     run_start = time.time()
     for epoch in range(start + 1, config.epochs + 1):
       epoch_start = time.time()
-      state, train_terms = fns.train_epoch(state, train_images)
-      val_terms = jax.block_until_ready(fns.evaluate(state, val_images))
+      state, train_terms = fns.train_epoch(state, *train_data)
+      val_terms = jax.block_until_ready(fns.evaluate(state, *val_data))
       row = metrics_row(epoch, train_terms, val_terms, time.time() - epoch_start)
       if not all(math.isfinite(v) for v in row.values()):
         raise NonFiniteLossError(

@@ -1,0 +1,123 @@
+"""Entry point that draws new images from a trained run:
+
+  python -m vae_jax.generate --workdir=W --digit=7 --num=64 --out=seven.png
+
+A cvae run decodes z ~ N(0, I) with the requested label (--digit: the class index, also
+for Fashion-MNIST); a vae or ae run draws from its prior and takes no --digit. When the
+in-project classifier exists, it says how many of the images it recognises as asked.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Optional
+
+from absl import app, flags
+
+from vae_jax import cli
+from vae_jax.config import ConfigError
+
+flags.DEFINE_integer("digit", None, "The label to generate (0-9); cvae runs only.")
+flags.DEFINE_integer("num", 64, "How many images.")
+flags.DEFINE_string("out", None, "The PNG to write (default W/generated_[digit_D_]epoch_EEE.png).")
+flags.DEFINE_integer("sample_seed", 0, "Seed of the codes z.")
+FLAGS = flags.FLAGS
+
+
+def grid_shape(num: int) -> tuple[int, int]:
+  """(rows, columns) of the most nearly square grid that holds num images."""
+  columns = math.ceil(math.sqrt(num))
+  return math.ceil(num / columns), columns
+
+
+def as_grid(images, columns: int):
+  """[N, 28, 28] -> [rows, columns, 28, 28], the last row filled with white."""
+  import numpy as np
+
+  rows = math.ceil(len(images) / columns)
+  blank = np.ones((rows * columns - len(images),) + images.shape[1:], images.dtype)
+  return np.concatenate([images, blank]).reshape((rows, columns) + images.shape[1:])
+
+
+def check_request(model_name: str, conditional: bool, digit: Optional[int], num: int,
+                  out: Optional[str]) -> None:
+  """A clear ConfigError for a request the run cannot serve."""
+  from vae_jax import models
+
+  if num < 1:
+    raise ConfigError(f"--num={num} must be an integer >= 1")
+  if conditional and digit is None:
+    raise ConfigError(f"--digit is required: this is a {model_name} run; pick a label 0-"
+                      f"{models.NUM_CLASSES - 1}")
+  if not conditional and digit is not None:
+    raise ConfigError(f"--digit={digit} needs a conditional run (--model=cvae); this is a "
+                      f"{model_name} run, which draws from its prior without a label")
+  if digit is not None and not 0 <= digit < models.NUM_CLASSES:
+    raise ConfigError(f"--digit={digit} must be a label 0-{models.NUM_CLASSES - 1}")
+  if out is not None and not out.lower().endswith(".png"):
+    raise ConfigError(f"--out={out} must name a .png file")
+
+
+def generate(workdir: str, digit: Optional[int] = None, num: int = 64, out: Optional[str] = None,
+             epoch: Optional[int] = None, sample_seed: int = 0,
+             data_dir: Optional[str] = None, manual_dir: Optional[str] = None,
+             classifier_workdir: Optional[str] = None) -> str:
+  """Writes num generated images as one PNG grid; returns a one-line summary."""
+  import jax
+  import numpy as np
+
+  from vae_jax import classifier as classifier_lib, plots, report, restore, train
+  from vae_jax.input_pipeline import CLASS_NAMES
+
+  run = restore.open_run(workdir, data_dir, manual_dir)
+  config, model = run.config, run.model
+  check_request(config.model, model.conditional, digit, num, out)
+  epoch = restore.milestone_epochs(run, epoch)[-1]
+  state = restore.restore(run, epoch)
+  train_codes = None
+  if not model.variational:  # an AE's prior is fitted to its training codes
+    data = train.load_data(config)
+    train_codes = report.encode_means(state, model, data.train.images, data.train.labels,
+                                      config.batch_size, run.mesh)
+  run.manager.close()
+  prior = report.latent_prior(model, train_codes, config.latent_dim)
+  eps = np.asarray(jax.random.normal(jax.random.PRNGKey(sample_seed), (num, config.latent_dim)))
+  z = (prior.mean + eps @ prior.chol.T).astype(np.float32)
+  labels = None if digit is None else np.full((num,), digit, np.int32)
+  images = report.decode_probs(state.params, model, z, labels)
+
+  name = "" if digit is None else f"digit_{digit}_"
+  out = out or os.path.join(workdir, f"generated_{name}epoch_{epoch:03d}.png")
+  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+  what = "samples" if digit is None else f"samples of label {CLASS_NAMES[config.dataset][digit]}"
+  plots.image_grid(as_grid(images, grid_shape(num)[1]), out,
+                   f"{config.dataset} {config.model}/{config.arch}, z={config.latent_dim}, "
+                   f"epoch {epoch}: {num} {what}, {prior.description}")
+  summary = f"wrote {out}: {num} {what} from epoch {epoch}"
+  judge = classifier_workdir or cli.default_classifier_workdir(config.dataset)
+  if digit is not None and classifier_lib.has_classifier(judge):
+    clf = classifier_lib.load_classifier(judge, config.dataset)
+    recognised = int((classifier_lib.predict(clf, images[..., None]) == digit).sum())
+    summary += f"; the classifier in {judge} recognises {recognised} of {num} as asked"
+  return summary
+
+
+def generate_from_flags() -> None:
+  if not FLAGS.workdir:
+    raise ConfigError("--workdir is required: the run folder to generate from")
+  from vae_jax import input_pipeline
+
+  cli.run_reporting(
+      lambda: print(generate(FLAGS.workdir, FLAGS.digit, FLAGS.num, FLAGS.out, FLAGS.epoch,
+                             FLAGS.sample_seed, FLAGS.data_dir, FLAGS.manual_dir,
+                             FLAGS.classifier_workdir)),
+      (ConfigError, input_pipeline.DataError))
+
+
+def main(argv: list[str]) -> None:
+  cli.main_with(argv, generate_from_flags)
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=cli.parse_flags)
