@@ -12,14 +12,23 @@ from vae_jax import cli
 from vae_jax import config as config_lib
 from vae_jax.config import Config, ConfigError
 
-flags.DEFINE_string("model", "vae", f"One of {', '.join(config_lib.MODELS)}.")
-flags.DEFINE_string("arch", "mlp", f"One of {', '.join(config_lib.ARCHS)}.")
-flags.DEFINE_integer("latent_dim", 2, "Dimension of the latent code.")
-flags.DEFINE_integer("batch_size", 128, "Global batch size.")
-flags.DEFINE_integer("train_examples", 60_000, "Images per epoch.")
-flags.DEFINE_integer("epochs", 3, "Timed epochs, after one untimed warm-up epoch.")
-flags.DEFINE_integer("num_devices", None, "Use only the first N devices (default all).")
-FLAGS = flags.FLAGS
+# This entry point's defaults; vae_jax.main defines flags of the same names (cli.define_shared).
+DEFAULTS = {"model": "vae", "arch": "mlp", "latent_dim": 2, "batch_size": 128,
+            "train_examples": 60_000, "epochs": 3, "num_devices": None}
+for define, name, help_text in (
+    (flags.DEFINE_string, "model", f"One of {', '.join(config_lib.MODELS)}."),
+    (flags.DEFINE_string, "arch", f"One of {', '.join(config_lib.ARCHS)}."),
+    (flags.DEFINE_integer, "latent_dim", "Dimension of the latent code."),
+    (flags.DEFINE_integer, "batch_size", "Global batch size."),
+    (flags.DEFINE_integer, "train_examples", "Images per epoch."),
+    (flags.DEFINE_integer, "epochs", "Timed epochs, after one untimed warm-up epoch."),
+    (flags.DEFINE_integer, "num_devices", "Use only the first N devices (default all)."),
+):
+  cli.define_shared(define, name, DEFAULTS[name], help_text)
+
+
+def flag_value(name: str):
+  return cli.shared_value(name, DEFAULTS[name])
 
 
 def measure(config: Config, epochs: int) -> dict:
@@ -80,11 +89,13 @@ def versions() -> dict:
 
 
 def benchmark_from_flags() -> None:
-  config = Config(model=FLAGS.model, arch=FLAGS.arch, latent_dim=FLAGS.latent_dim,
-                  batch_size=FLAGS.batch_size, train_examples=FLAGS.train_examples,
-                  num_devices=FLAGS.num_devices, epochs=FLAGS.epochs, milestones=(FLAGS.epochs,))
+  epochs = flag_value("epochs")
+  config = Config(model=flag_value("model"), arch=flag_value("arch"),
+                  latent_dim=flag_value("latent_dim"), batch_size=flag_value("batch_size"),
+                  train_examples=flag_value("train_examples"),
+                  num_devices=flag_value("num_devices"), epochs=epochs, milestones=(epochs,))
   config_lib.validate(config)
-  print(json.dumps(measure(config, FLAGS.epochs)))
+  print(json.dumps(measure(config, epochs)))
 
 
 def main(argv: list[str]) -> None:

@@ -32,26 +32,17 @@ EVAL_BATCH = 500
 INIT_STREAM, SHUFFLE_STREAM = 0, 1  # folded out of PRNGKey(seed), like vae_jax.steps
 
 # This entry point's defaults. vae_jax.main (and others) define flags of the same names, and
-# absl allows one definition per name in a process; see define_flag and flag_value.
+# absl allows one definition per name in a process; see cli.define_shared.
 DEFAULTS = {"dataset": "mnist", "epochs": 3, "batch_size": 128, "learning_rate": 1e-3,
             "seed": 0, "train_examples": None, "overwrite": False}
 
 
 def define_flag(define: Callable, name: str, help_text: str) -> None:
-  """Defines --name unless another entry point of this process already has.
-
-  allow_override lets an entry point imported later replace this definition by its own
-  (with its default), so the modules import in any order; this one reads its flags
-  through flag_value, which applies DEFAULTS whichever definition is live.
-  """
-  if name not in flags.FLAGS:
-    define(name, DEFAULTS[name], help_text, allow_override=True)
+  cli.define_shared(define, name, DEFAULTS[name], help_text)
 
 
 def flag_value(name: str) -> Any:
-  """The flag's value if given on the command line, else this entry point's default."""
-  flag = flags.FLAGS[name]
-  return flag.value if flag.present else DEFAULTS[name]
+  return cli.shared_value(name, DEFAULTS[name])
 
 
 define_flag(flags.DEFINE_string, "dataset", f"One of {', '.join(config_lib.DATASETS)}.")

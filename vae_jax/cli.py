@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Callable, NoReturn
+from typing import Any, Callable, NoReturn
 
 from absl import flags
 
@@ -19,12 +19,34 @@ flags.DEFINE_integer("epoch", None, "A saved milestone epoch (plot: default ever
                      "evaluate: default the last one).")
 flags.DEFINE_string("manual_dir", None,
                     "Folder with the four official *-idx?-ubyte.gz files (for machines offline).")
+flags.DEFINE_string("out", None, "Where to write. plot: a folder for the figures (default "
+                    "W/plots/epoch_EEE); generate: a .png file (default "
+                    "W/generated_[digit_D_]epoch_EEE.png).")
 flags.DEFINE_string("classifier_workdir", None, "The in-project classifier that judges samples "
                     "(default runs/classifier_<dataset>).")
 
 
 def default_classifier_workdir(dataset: str) -> str:
   return f"runs/classifier_{dataset}"
+
+
+def define_shared(define: Callable, name: str, default: Any, help_text: str) -> None:
+  """Defines --name unless another entry point imported into this process already has.
+
+  absl allows one definition per name in a process, and several entry points share
+  names (--model, --epochs, ...) with their own defaults. allow_override lets an entry
+  point imported later replace this definition by its own; an entry point that defines
+  its flags this way reads them through shared_value, which applies its own default
+  whichever definition is live.
+  """
+  if name not in flags.FLAGS:
+    define(name, default, help_text, allow_override=True)
+
+
+def shared_value(name: str, default: Any) -> Any:
+  """The flag's value if given on the command line, else the caller's default."""
+  flag = flags.FLAGS[name]
+  return flag.value if flag.present else default
 
 
 def fail(message: str) -> NoReturn:

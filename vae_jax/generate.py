@@ -19,10 +19,11 @@ from vae_jax import cli
 from vae_jax.config import ConfigError
 
 flags.DEFINE_integer("digit", None, "The label to generate (0-9); cvae runs only.")
-flags.DEFINE_integer("num", 64, "How many images.")
-flags.DEFINE_string("out", None, "The PNG to write (default W/generated_[digit_D_]epoch_EEE.png).")
+flags.DEFINE_integer("num", 64, f"How many images (at most {10_000:,}).")
 flags.DEFINE_integer("sample_seed", 0, "Seed of the codes z.")
 FLAGS = flags.FLAGS
+
+MAX_IMAGES = 10_000  # a 100 x 100 grid: beyond that one PNG stops being a figure
 
 
 def grid_shape(num: int) -> tuple[int, int]:
@@ -45,8 +46,8 @@ def check_request(model_name: str, conditional: bool, digit: Optional[int], num:
   """A clear ConfigError for a request the run cannot serve."""
   from vae_jax import models
 
-  if num < 1:
-    raise ConfigError(f"--num={num} must be an integer >= 1")
+  if not 1 <= num <= MAX_IMAGES:
+    raise ConfigError(f"--num={num} must be an integer from 1 to {MAX_IMAGES}")
   if conditional and digit is None:
     raise ConfigError(f"--digit is required: this is a {model_name} run; pick a label 0-"
                       f"{models.NUM_CLASSES - 1}")
@@ -72,15 +73,17 @@ def generate(workdir: str, digit: Optional[int] = None, num: int = 64, out: Opti
 
   run = restore.open_run(workdir, data_dir, manual_dir)
   config, model = run.config, run.model
-  check_request(config.model, model.conditional, digit, num, out)
-  epoch = restore.milestone_epochs(run, epoch)[-1]
-  state = restore.restore(run, epoch)
+  try:
+    check_request(config.model, model.conditional, digit, num, out)
+    epoch = restore.milestone_epochs(run, epoch)[-1]
+    state = restore.restore(run, epoch)
+  finally:
+    run.manager.close()
   train_codes = None
   if not model.variational:  # an AE's prior is fitted to its training codes
     data = train.load_data(config)
     train_codes = report.encode_means(state, model, data.train.images, data.train.labels,
                                       config.batch_size, run.mesh)
-  run.manager.close()
   prior = report.latent_prior(model, train_codes, config.latent_dim)
   eps = np.asarray(jax.random.normal(jax.random.PRNGKey(sample_seed), (num, config.latent_dim)))
   z = (prior.mean + eps @ prior.chol.T).astype(np.float32)
@@ -89,11 +92,14 @@ def generate(workdir: str, digit: Optional[int] = None, num: int = 64, out: Opti
 
   name = "" if digit is None else f"digit_{digit}_"
   out = out or os.path.join(workdir, f"generated_{name}epoch_{epoch:03d}.png")
-  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
   what = "samples" if digit is None else f"samples of label {CLASS_NAMES[config.dataset][digit]}"
-  plots.image_grid(as_grid(images, grid_shape(num)[1]), out,
-                   f"{config.dataset} {config.model}/{config.arch}, z={config.latent_dim}, "
-                   f"epoch {epoch}: {num} {what}, {prior.description}")
+  try:
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    plots.image_grid(as_grid(images, grid_shape(num)[1]), out,
+                     f"{config.dataset} {config.model}/{config.arch}, z={config.latent_dim}, "
+                     f"epoch {epoch}: {num} {what}, {prior.description}")
+  except OSError as e:
+    raise ConfigError(f"--out={out} cannot be written: {e.strerror or e}") from None
   summary = f"wrote {out}: {num} {what} from epoch {epoch}"
   judge = classifier_workdir or cli.default_classifier_workdir(config.dataset)
   if digit is not None and classifier_lib.has_classifier(judge):

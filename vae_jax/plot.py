@@ -9,7 +9,6 @@ from absl import app, flags
 from vae_jax import cli
 from vae_jax.config import ConfigError
 
-flags.DEFINE_string("out", None, "Folder for the figures (default W/plots/epoch_EEE).")
 FLAGS = flags.FLAGS
 
 
