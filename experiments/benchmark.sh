@@ -14,5 +14,8 @@ for arch in mlp conv; do
   # Each framework: batch 128, latent 2, 60,000 images an epoch, first epoch untimed.
   $py -m vae_jax.benchmark --arch=$arch --epochs=2 2>/dev/null | tail -1 | tee -a "$out"
   $py experiments/compare/keras_vae.py --arch=$arch --epochs=3 --manual_dir="$manual_dir" 2>/dev/null | tail -1 | tee -a "$out"
+  # Keras with XLA too: slower for conv here, but the stronger opponent for mlp.
+  $py experiments/compare/keras_vae.py --arch=$arch --epochs=3 --jit_compile=true \
+    --manual_dir="$manual_dir" 2>/dev/null | tail -1 | tee -a "$out"
   $py experiments/compare/torch_vae.py --arch=$arch --epochs=3 --manual_dir="$manual_dir" 2>/dev/null | tail -1 | tee -a "$out"
 done

@@ -21,7 +21,7 @@ python=.venv/bin/python
 
 classifier() {  # DATASET: trains the in-project classifier once
   [ -d "runs/classifier_$1" ] || "$python" -m vae_jax.classifier --dataset="$1" \
-    --workdir="runs/classifier_$1" --manual_dir="$data/$1"
+    --workdir="runs/classifier_$1" --manual_dir="$data/$1" > "runs/classifier_$1.log" 2>&1
 }
 
 run() {  # NAME DATASET EVAL_SAMPLES EVAL_IMAGES TRAIN_FLAGS...: train, evaluate, collect
@@ -32,11 +32,13 @@ run() {  # NAME DATASET EVAL_SAMPLES EVAL_IMAGES TRAIN_FLAGS...: train, evaluate
   mkdir -p runs
   ./run.sh --workdir="$workdir" --dataset="$dataset" --epochs="$epochs" --milestones=20,"$epochs" \
     --manual_dir="$data/$dataset" "$@" > "$workdir.log" 2>&1 || { tail -5 "$workdir.log"; exit 1; }
-  "$python" -m vae_jax.evaluate --workdir="$workdir" --num_importance_samples="$k" \
-    --num_test_examples="$n" --classifier_workdir="runs/classifier_$dataset" > /dev/null
+  local evaluation="$workdir/eval_epoch_$(printf %03d "$epochs").json"
+  [ -f "$evaluation" ] || "$python" -m vae_jax.evaluate --workdir="$workdir" \
+    --num_importance_samples="$k" --num_test_examples="$n" \
+    --classifier_workdir="runs/classifier_$dataset" > /dev/null
   mkdir -p "$out/$name"
   cp "$workdir"/plots/epoch_$(printf %03d "$epochs")/*.png "$workdir/metrics.csv" \
-    "$workdir/config.json" "$workdir"/eval_epoch_$(printf %03d "$epochs").json "$out/$name/"
+    "$workdir/config.json" "$evaluation" "$out/$name/"
   echo "$topic/$name done" >&2
 }
 
@@ -58,7 +60,9 @@ case "$topic" in
 esac
 
 for figure in samples latent_scatter latent_manifold reconstructions interpolation loss_curves; do
-  [ -f "$out/${names[0]}/$figure.png" ] || continue
+  missing=0
+  for name in "${names[@]}"; do [ -f "$out/$name/$figure.png" ] || missing=1; done
+  [ "$missing" = 0 ] || continue  # e.g. latent_manifold exists only for z = 2
   "$python" experiments/sweeps/side_by_side.py --figure="$figure.png" \
     --out="$out/${figure}_side_by_side.png" "${names[@]/#/$out/}"
 done

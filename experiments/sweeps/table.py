@@ -55,7 +55,7 @@ HEADER = ("| run | dataset | model | z | beta | binarize | epochs | train time |
 def main(folders: list[str]) -> None:
   print(HEADER)
   columns = HEADER.count("|") - 1
-  print("|" + "|".join(["---"] * 2 + ["---:"] * (columns - 2)) + "|")
+  print("|" + "|".join(["---"] * 3 + ["---:"] * (columns - 3)) + "|")
   for folder in folders:
     print(row(folder))
 
