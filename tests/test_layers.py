@@ -1,4 +1,4 @@
-"""The CPU layers must equal flax's: SubPixelConvTranspose = nn.ConvTranspose, PatchConv = nn.Conv."""
+"""The CPU layers must equal flax's: MatmulConvTranspose = nn.ConvTranspose, PatchConv = nn.Conv."""
 
 from __future__ import annotations
 
@@ -8,13 +8,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vae_jax.layers import PatchConv, SubPixelConvTranspose
+from vae_jax import layers
+from vae_jax.layers import MatmulConvTranspose, PatchConv
 
-# (input shape, features, kernel, stride): the decoder's two upsampling sizes, an
-# odd size, and other kernel/stride pairs that exercise the general phase tables.
+# (input shape, features, kernel, stride): the decoder's three transposed convolutions,
+# an odd size, and other kernel/stride pairs (k < s, k = s, k > s: negative crops too).
 CASES = [
     ((4, 7, 7, 64), 64, 3, 2),
     ((4, 14, 14, 64), 32, 3, 2),
+    ((4, 28, 28, 32), 1, 3, 1),
     ((4, 5, 5, 3), 8, 3, 2),
     ((2, 5, 6, 3), 8, 3, 1),
     ((2, 5, 4, 3), 8, 4, 2),
@@ -24,9 +26,9 @@ CASES = [
 ]
 
 
-def _pair(features: int, k: int, s: int, **kw) -> tuple[nn.Module, nn.Module]:
+def _pair(features: int, k: int, s: int, form: str = "auto", **kw) -> tuple[nn.Module, nn.Module]:
   ref = nn.ConvTranspose(features, (k, k), strides=(s, s), padding="SAME", **kw)
-  return ref, SubPixelConvTranspose(features, (k, k), (s, s), **kw)
+  return ref, MatmulConvTranspose(features, (k, k), (s, s), form=form, **kw)
 
 
 def _inputs(ref: nn.Module, shape, seed: int):
@@ -59,9 +61,10 @@ def _value_and_grads(module: nn.Module, params, x: jax.Array):
   return y, grads
 
 
+@pytest.mark.parametrize("form", ["subpixel", "col2im"])
 @pytest.mark.parametrize("shape,features,k,s", CASES)
-def test_output_and_gradients_match_conv_transpose(shape, features, k, s):
-  ref, new = _pair(features, k, s)
+def test_output_and_gradients_match_conv_transpose(shape, features, k, s, form):
+  ref, new = _pair(features, k, s, form=form)
   x, params = _inputs(ref, shape, seed=1)
   y_ref, (gp_ref, gx_ref) = _value_and_grads(ref, params, x)
   y_new, (gp_new, gx_new) = _value_and_grads(new, params, x)
@@ -110,10 +113,11 @@ def test_comparison_catches_a_flipped_kernel():
     {"kernel_size": (3, 3, 3)},
     {"strides": (2, 2, 2)},
     {"strides": 0},
+    {"form": "fft"},
 ])
 def test_unsupported_configs_raise(kwargs):
   with pytest.raises(ValueError):
-    SubPixelConvTranspose(8, **kwargs).init(jax.random.key(0), jnp.ones((1, 6, 6, 3)))
+    MatmulConvTranspose(8, **kwargs).init(jax.random.key(0), jnp.ones((1, 6, 6, 3)))
 
 
 # (input shape, features, kernel, stride) for PatchConv: the encoder's two strided
@@ -149,3 +153,10 @@ def test_patch_conv_init_gives_identical_params():
   assert jax.tree.structure(ref) == jax.tree.structure(new)
   for a, b in zip(jax.tree.leaves(ref), jax.tree.leaves(new)):
     np.testing.assert_array_equal(a, b)
+
+
+def test_the_cheaper_form_is_chosen_for_each_decoder_layer():
+  # Values materialised per input pixel: sub-pixel (2x2 window) x in, col2im 3x3 x features.
+  assert layers.cheaper_form((3, 3, 64, 64), (2, 2)) == "subpixel"   # 256 < 576
+  assert layers.cheaper_form((3, 3, 64, 32), (2, 2)) == "subpixel"   # 256 < 288
+  assert layers.cheaper_form((3, 3, 32, 1), (1, 1)) == "col2im"      # 9 < 288

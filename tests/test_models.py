@@ -91,7 +91,7 @@ def test_logvar_is_clipped_so_the_kl_stays_finite():
 
 
 def test_conv_model_is_the_same_function_on_every_backend(monkeypatch):
-  """The CPU layers (PatchConv, SubPixelConvTranspose) and flax's own (used on GPU/TPU)
+  """The CPU layers (PatchConv, MatmulConvTranspose) and flax's own (used on GPU/TPU)
   share the parameter tree and give the same outputs: checkpoints move between backends."""
   model = models.make_model("vae", "conv", 2)
   images = jax.random.uniform(jax.random.PRNGKey(1), (5, 28, 28, 1))

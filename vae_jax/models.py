@@ -8,7 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vae_jax.layers import PatchConv, SubPixelConvTranspose
+from vae_jax.layers import MatmulConvTranspose, PatchConv
 
 IMAGE_SHAPE = (28, 28, 1)
 NUM_CLASSES = 10
@@ -65,9 +65,9 @@ def conv_class() -> type[nn.Module]:
   return PatchConv if on_cpu() else nn.Conv
 
 
-def upsampling_conv_class() -> type[nn.Module]:
-  """The stride-2 transposed convolution for this backend; as conv_class()."""
-  return SubPixelConvTranspose if on_cpu() else nn.ConvTranspose
+def transposed_conv_class() -> type[nn.Module]:
+  """The transposed convolution for this backend; as conv_class()."""
+  return MatmulConvTranspose if on_cpu() else nn.ConvTranspose
 
 
 class ConvTrunk(nn.Module):
@@ -104,12 +104,12 @@ class ConvDecoder(nn.Module):
 
   @nn.compact
   def __call__(self, z: jax.Array, condition: Optional[jax.Array] = None) -> jax.Array:
-    upsample = upsampling_conv_class()
+    upsample = transposed_conv_class()
     x = nn.relu(nn.Dense(7 * 7 * 64, name="Dense_0")(with_condition(z, condition))).reshape((z.shape[0], 7, 7, 64))
     # Explicit names: the parameter tree must not depend on which class computes a layer.
     x = nn.relu(upsample(64, (3, 3), strides=(2, 2), padding="SAME", name="ConvTranspose_0")(x))
     x = nn.relu(upsample(32, (3, 3), strides=(2, 2), padding="SAME", name="ConvTranspose_1")(x))
-    return nn.ConvTranspose(1, (3, 3), strides=(1, 1), padding="SAME", name="ConvTranspose_2")(x)
+    return upsample(1, (3, 3), strides=(1, 1), padding="SAME", name="ConvTranspose_2")(x)
 
 
 TRUNKS = {"mlp": MLPTrunk, "conv": ConvTrunk}
