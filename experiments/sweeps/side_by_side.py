@@ -16,6 +16,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from PIL import Image  # noqa: E402  (matplotlib's own dependency)
 
 CAPTIONED = ("dataset", "model", "arch", "latent_dim", "beta", "binarize")
 
@@ -50,6 +51,10 @@ def main() -> None:
     ax.axis("off")
   fig.tight_layout()
   fig.savefig(args.out, dpi=100)
+  # A 256-colour palette: the panels are grey images and a few line colours, and the
+  # file is several times smaller than matplotlib's RGBA.
+  with Image.open(args.out) as image:
+    image.convert("RGB").quantize(colors=256).save(args.out, optimize=True)
   print(f"wrote {args.out}")
 
 
