@@ -49,11 +49,11 @@ def check_request(model_name: str, conditional: bool, digit: Optional[int], num:
   if not 1 <= num <= MAX_IMAGES:
     raise ConfigError(f"--num={num} must be an integer from 1 to {MAX_IMAGES}")
   if conditional and digit is None:
-    raise ConfigError(f"--digit is required: this is a {model_name} run; pick a label 0-"
-                      f"{models.NUM_CLASSES - 1}")
+    raise ConfigError(f"--digit is required: this run's --model is {model_name}; pick a "
+                      f"label 0-{models.NUM_CLASSES - 1}")
   if not conditional and digit is not None:
-    raise ConfigError(f"--digit={digit} needs a conditional run (--model=cvae); this is a "
-                      f"{model_name} run, which draws from its prior without a label")
+    raise ConfigError(f"--digit={digit} needs a conditional run (--model=cvae); this run's "
+                      f"--model is {model_name}, which draws from its prior without a label")
   if digit is not None and not 0 <= digit < models.NUM_CLASSES:
     raise ConfigError(f"--digit={digit} must be a label 0-{models.NUM_CLASSES - 1}")
   if out is not None and not out.lower().endswith(".png"):
