@@ -81,8 +81,7 @@ def sample_quality(run, state, data, classifier_workdir: str,
       state, run.model, data.train.images, data.train.labels, run.config.batch_size, run.mesh)
   prior = report.latent_prior(run.model, train_codes, run.config.latent_dim)
   key = jax.random.fold_in(jax.random.PRNGKey(EVAL_SEED), 1)
-  eps = np.asarray(jax.random.normal(key, (num_samples, run.config.latent_dim)))
-  z = (prior.mean + eps @ prior.chol.T).astype(np.float32)
+  z = report.draw_codes(prior, key, num_samples)
   asked = np.arange(num_samples) % models.NUM_CLASSES
   samples = report.decode_probs(state.params, run.model, z, asked)[..., None]
   # data.val is the grey test split unless training binarized it; only then load it again.

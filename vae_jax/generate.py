@@ -85,8 +85,7 @@ def generate(workdir: str, digit: Optional[int] = None, num: int = 64, out: Opti
     train_codes = report.encode_means(state, model, data.train.images, data.train.labels,
                                       config.batch_size, run.mesh)
   prior = report.latent_prior(model, train_codes, config.latent_dim)
-  eps = np.asarray(jax.random.normal(jax.random.PRNGKey(sample_seed), (num, config.latent_dim)))
-  z = (prior.mean + eps @ prior.chol.T).astype(np.float32)
+  z = report.draw_codes(prior, jax.random.PRNGKey(sample_seed), num)
   labels = None if digit is None else np.full((num,), digit, np.int32)
   images = report.decode_probs(state.params, model, z, labels)
 

@@ -115,11 +115,15 @@ def manifold_axes(prior: LatentPrior, side: int = MANIFOLD_SIDE) -> tuple[np.nda
   return prior.mean[0] + sd[0] * q, prior.mean[1] + sd[1] * q
 
 
-def prior_samples(prior: LatentPrior, num: int, seed: int) -> np.ndarray:
-  """num codes [num, D] from the prior, drawn from the run's figure stream."""
-  key = jax.random.fold_in(jax.random.PRNGKey(seed), steps.FIGURE_STREAM)
+def draw_codes(prior: LatentPrior, key: jax.Array, num: int) -> np.ndarray:
+  """num codes [num, D] from the prior: mean + chol @ eps, eps ~ N(0, I) from key."""
   eps = np.asarray(jax.random.normal(key, (num, prior.mean.shape[0])))
   return (prior.mean + eps @ prior.chol.T).astype(np.float32)
+
+
+def prior_samples(prior: LatentPrior, num: int, seed: int) -> np.ndarray:
+  """num codes [num, D] from the prior, drawn from the run's figure stream."""
+  return draw_codes(prior, jax.random.fold_in(jax.random.PRNGKey(seed), steps.FIGURE_STREAM), num)
 
 
 def draw_samples(state, model, config: Config, prior: LatentPrior, out: str, run: str) -> None:
