@@ -61,11 +61,9 @@ def _value_and_grads(module: nn.Module, params, x: jax.Array):
   return y, grads
 
 
-@pytest.mark.parametrize("form", ["subpixel", "col2im"])
-@pytest.mark.parametrize("shape,features,k,s", CASES)
-def test_output_and_gradients_match_conv_transpose(shape, features, k, s, form):
-  ref, new = _pair(features, k, s, form=form)
-  x, params = _inputs(ref, shape, seed=1)
+def _assert_same_function(ref: nn.Module, new: nn.Module, shape, seed: int) -> None:
+  """new computes ref's output and gradients (input, kernel, bias) with ref's params."""
+  x, params = _inputs(ref, shape, seed=seed)
   y_ref, (gp_ref, gx_ref) = _value_and_grads(ref, params, x)
   y_new, (gp_new, gx_new) = _value_and_grads(new, params, x)
   assert y_new.shape == y_ref.shape
@@ -73,6 +71,13 @@ def test_output_and_gradients_match_conv_transpose(shape, features, k, s, form):
   _assert_close(gx_new, gx_ref, "d/dx")
   _assert_close(gp_new["params"]["kernel"], gp_ref["params"]["kernel"], "d/dkernel")
   _assert_close(gp_new["params"]["bias"], gp_ref["params"]["bias"], "d/dbias")
+
+
+@pytest.mark.parametrize("form", ["subpixel", "col2im"])
+@pytest.mark.parametrize("shape,features,k,s", CASES)
+def test_output_and_gradients_match_conv_transpose(shape, features, k, s, form):
+  ref, new = _pair(features, k, s, form=form)
+  _assert_same_function(ref, new, shape, seed=1)
 
 
 @pytest.mark.parametrize("use_bias", [True, False])
@@ -136,14 +141,7 @@ CONV_CASES = [
 def test_patch_conv_output_and_gradients_match_conv(shape, features, k, s):
   ref = nn.Conv(features, (k, k), strides=(s, s), padding="SAME")
   new = PatchConv(features, (k, k), strides=(s, s))
-  x, params = _inputs(ref, shape, seed=2)
-  y_ref, (gp_ref, gx_ref) = _value_and_grads(ref, params, x)
-  y_new, (gp_new, gx_new) = _value_and_grads(new, params, x)
-  assert y_new.shape == y_ref.shape
-  _assert_close(y_new, y_ref, "output")
-  _assert_close(gx_new, gx_ref, "d/dx")
-  _assert_close(gp_new["params"]["kernel"], gp_ref["params"]["kernel"], "d/dkernel")
-  _assert_close(gp_new["params"]["bias"], gp_ref["params"]["bias"], "d/dbias")
+  _assert_same_function(ref, new, shape, seed=2)
 
 
 def test_patch_conv_init_gives_identical_params():
