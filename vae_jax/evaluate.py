@@ -77,9 +77,7 @@ def sample_quality(run, state, data, classifier_workdir: str,
         f"no classifier in {classifier_workdir}; train one with: python -m vae_jax.classifier "
         f"--dataset={run.config.dataset} --workdir={classifier_workdir}")}
   clf = classifier_lib.load_classifier(classifier_workdir, run.config.dataset)
-  train_codes = None if run.model.variational else report.encode_means(
-      state, run.model, data.train.images, data.train.labels, run.config.batch_size, run.mesh)
-  prior = report.latent_prior(run.model, train_codes, run.config.latent_dim)
+  prior = report.model_prior(state, run.model, run.config, data.train, run.mesh)
   key = jax.random.fold_in(jax.random.PRNGKey(EVAL_SEED), 1)
   z = report.draw_codes(prior, key, num_samples)
   asked = np.arange(num_samples) % models.NUM_CLASSES

@@ -79,12 +79,9 @@ def generate(workdir: str, digit: Optional[int] = None, num: int = 64, out: Opti
     state = restore.restore(run, epoch)
   finally:
     run.manager.close()
-  train_codes = None
-  if not model.variational:  # an AE's prior is fitted to its training codes
-    data = train.load_data(config)
-    train_codes = report.encode_means(state, model, data.train.images, data.train.labels,
-                                      config.batch_size, run.mesh)
-  prior = report.latent_prior(model, train_codes, config.latent_dim)
+  # Only an AE's prior needs the data: it is fitted to the training codes.
+  train_split = None if model.variational else train.load_data(config).train
+  prior = report.model_prior(state, model, config, train_split, run.mesh)
   z = report.draw_codes(prior, jax.random.PRNGKey(sample_seed), num)
   labels = None if digit is None else np.full((num,), digit, np.int32)
   images = report.decode_probs(state.params, model, z, labels)

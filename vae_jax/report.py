@@ -13,7 +13,7 @@ from scipy import stats
 
 from vae_jax import parallel, plots, steps, workdir as workdir_lib
 from vae_jax.config import Config
-from vae_jax.input_pipeline import CLASS_NAMES, to_float
+from vae_jax.input_pipeline import CLASS_NAMES, Split, to_float
 
 SAMPLES_SIDE = 10          # samples.png is a SAMPLES_SIDE x SAMPLES_SIDE grid
 RECON_ROWS, RECON_COLS = 2, 10
@@ -70,6 +70,14 @@ def latent_prior(model: nn.Module, train_codes: Optional[np.ndarray], latent_dim
   cov = np.atleast_2d(np.cov(codes, rowvar=False)) + 1e-6 * np.eye(latent_dim)
   return LatentPrior(codes.mean(axis=0), np.linalg.cholesky(cov),
                      "z ~ Gaussian fitted to the training codes")
+
+
+def model_prior(state, model: nn.Module, config: Config, train: Optional[Split],
+                mesh=None) -> LatentPrior:
+  """The prior that samples come from; only an AE reads train (its codes define it)."""
+  codes = None if model.variational else encode_means(
+      state, model, train.images, train.labels, config.batch_size, mesh)
+  return latent_prior(model, codes, config.latent_dim)
 
 
 def scatter_coords(means: np.ndarray) -> tuple[np.ndarray, tuple[str, str]]:
@@ -190,9 +198,7 @@ def write_milestone(state, model: nn.Module, config: Config, data, history: Sequ
   os.makedirs(out, exist_ok=True)
   run = f"{config.dataset} {config.model}/{config.arch}, z={config.latent_dim}, epoch {epoch}"
   val_means = encode_means(state, model, data.val.images, data.val.labels, config.batch_size, mesh)
-  train_codes = (None if model.variational else encode_means(
-      state, model, data.train.images, data.train.labels, config.batch_size, mesh))
-  prior = latent_prior(model, train_codes, config.latent_dim)
+  prior = model_prior(state, model, config, data.train, mesh)
   coords, axis_labels = scatter_coords(val_means)
   np.savez(os.path.join(out, "latents.npz"), means=val_means, labels=data.val.labels,
            coords=coords)
