@@ -85,18 +85,24 @@ def latent_scatter(coords: np.ndarray, labels: np.ndarray, class_names: Sequence
   _save(fig, path)
 
 
+def _show_grid(ax, images: np.ndarray, extent: tuple[float, float, float, float]) -> None:
+  """Tiles images [rows, cols, 28, 28] on ax so that each cell is centred on its z value:
+  extent (x0, x1, y0, y1) holds the outer cells' centres, widened by half a cell."""
+  rows, cols = images.shape[:2]
+  x0, x1, y0, y1 = extent
+  half_x, half_y = (x1 - x0) / (cols - 1) / 2, (y1 - y0) / (rows - 1) / 2
+  ax.imshow(tile(images), cmap="gray", vmin=0.0, vmax=1.0, aspect="auto",
+            extent=(x0 - half_x, x1 + half_x, y0 - half_y, y1 + half_y))
+
+
 def latent_manifold(images: np.ndarray, extent: tuple[float, float, float, float],
                     path: str, title: str) -> None:
   """images: [rows, cols, 28, 28] decoded on a grid; row 0 is the highest z[1], as on the axes.
 
   extent: (x0, x1, y0, y1) of the cell centres in latent units, so ticks read as z values.
   """
-  rows, cols = images.shape[:2]
-  x0, x1, y0, y1 = extent
-  half_x, half_y = (x1 - x0) / (cols - 1) / 2, (y1 - y0) / (rows - 1) / 2
   fig, ax = plt.subplots(figsize=(8, 8))
-  ax.imshow(tile(images), cmap="gray", vmin=0.0, vmax=1.0, aspect="auto",
-            extent=(x0 - half_x, x1 + half_x, y0 - half_y, y1 + half_y))
+  _show_grid(ax, images, extent)
   ax.set_xlabel("z[0]")
   ax.set_ylabel("z[1]")
   ax.set_title(title, fontsize=10)
@@ -111,17 +117,13 @@ def latent_manifold_panels(grids: np.ndarray, extent: tuple[float, float, float,
   """
   panels = len(grids)
   panel_rows = -(-panels // columns)
-  rows, cols = grids.shape[1:3]
-  x0, x1, y0, y1 = extent
-  half_x, half_y = (x1 - x0) / (cols - 1) / 2, (y1 - y0) / (rows - 1) / 2
   fig, axes = plt.subplots(panel_rows, columns, figsize=(3.2 * columns, 3.4 * panel_rows + 0.5),
                            sharex=True, sharey=True, squeeze=False)
   for k, ax in enumerate(axes.ravel()):
     if k >= panels:
       ax.axis("off")
       continue
-    ax.imshow(tile(grids[k]), cmap="gray", vmin=0.0, vmax=1.0, aspect="auto",
-              extent=(x0 - half_x, x1 + half_x, y0 - half_y, y1 + half_y))
+    _show_grid(ax, grids[k], extent)
     ax.set_title(f"label: {names[k]}", fontsize=9)
   for ax in axes[-1]:
     ax.set_xlabel("z[0]")
