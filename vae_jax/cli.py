@@ -6,9 +6,9 @@ import sys
 from typing import Any, Callable, NoReturn
 
 from absl import flags
+from absl import logging as absl_logging
 
 from vae_jax.config import ConfigError
-from absl import logging as absl_logging
 
 USAGE_ERROR = 2
 

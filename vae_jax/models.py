@@ -105,7 +105,8 @@ class ConvDecoder(nn.Module):
   @nn.compact
   def __call__(self, z: jax.Array, condition: Optional[jax.Array] = None) -> jax.Array:
     upsample = transposed_conv_class()
-    x = nn.relu(nn.Dense(7 * 7 * 64, name="Dense_0")(with_condition(z, condition))).reshape((z.shape[0], 7, 7, 64))
+    x = nn.relu(nn.Dense(7 * 7 * 64, name="Dense_0")(with_condition(z, condition)))
+    x = x.reshape((z.shape[0], 7, 7, 64))
     # Explicit names: the parameter tree must not depend on which class computes a layer.
     x = nn.relu(upsample(64, (3, 3), strides=(2, 2), padding="SAME", name="ConvTranspose_0")(x))
     x = nn.relu(upsample(32, (3, 3), strides=(2, 2), padding="SAME", name="ConvTranspose_1")(x))
