@@ -2,15 +2,22 @@
 
 XLA:CPU runs a convolution 5-60x slower inside a loop body (our whole-epoch
 lax.scan) than at the top level of a program, while matrix products run at full
-speed in both. So on CPU every convolution of the conv model is computed as a
-matrix product: a strided one as im2col (k*k shifted views, concatenated) followed
-by one product (PatchConv); a transposed one (MatmulConvTranspose) either as one
-stride-1 im2col convolution producing every output phase (sub-pixel), or as one
-product followed by col2im, whichever materialises less.
+speed in both (in YNNPACK). So on CPU every convolution of the conv model is a
+matrix product:
+- a strided convolution (PatchConv) is im2col (k*k shifted views, concatenated)
+  followed by one product;
+- a transposed convolution (MatmulConvTranspose) is one product giving every input
+  pixel's contribution through every tap, then those contributions added into the
+  output, one output phase at a time; its backward pass gathers the output gradient
+  back to the taps in one fused loop (a custom VJP: autodiff of the adds would pad
+  and sum 9 planes, which took 5x as long).
+Every product goes through `matmul`, whose weight gradient takes the form YNNPACK
+computes fastest.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import flax.linen as nn
@@ -24,40 +31,40 @@ from flax.linen.linear import default_kernel_init
 def _pair(x: int | Sequence[int]) -> tuple[int, int]:
   t = (x, x) if isinstance(x, int) else tuple(x)
   if len(t) != 2:
-    raise ValueError(f"only 2-D (NHWC) transposed convolutions are supported, got {x!r}")
+    raise ValueError(f"only 2-D (NHWC) convolutions are supported, got {x!r}")
   return t  # type: ignore[return-value]
 
 
-def transpose_pad_low(k: int, s: int) -> int:
-  """The low padding pad_a of lax.conv_transpose(..., "SAME") along one axis.
+@jax.custom_vjp
+def matmul(x: jax.Array, w: jax.Array) -> jax.Array:
+  """x [..., K] @ w [K, N], with a weight gradient YNNPACK can compute.
 
-  That op (flax's nn.ConvTranspose, transpose_kernel=False) correlates, without a
-  flip, the s-dilated input padded by pad_a in front with the kernel K:
-  y[o] = sum_t K[t] x_dilated[o + t - pad_a]. So input pixel m reaches, through tap t,
-  the output o = s*m - t + pad_a. This is jax's _conv_transpose_padding(k, s, "SAME");
-  the tests pin the result to flax.
+  The weight gradient contracts over every row of x and of the output gradient g.
+  Left to itself, XLA:CPU hands that product, with a transposed operand, to a slower
+  Eigen kernel; here the smaller of x and g is transposed explicitly (the barrier
+  keeps XLA from folding the transpose back into the product) and the product is a
+  plain one.
   """
-  return k - 1 if s > k - 1 else -(-(k + s - 2) // 2)
+  return jnp.dot(x, w)
 
 
-def _phase_taps(k: int, s: int) -> tuple[np.ndarray, tuple[int, int]]:
-  """Per-axis phase table of the transposed convolution, for the sub-pixel form.
+def _matmul_fwd(x, w):
+  return jnp.dot(x, w), (x, w)
 
-  With o = s*m + r, y[s*m + r] = sum_t K[t] x[m + q], q = (r + t - pad_a) / s over the
-  t making that an integer: a stride-1 correlation of the undilated x for each output
-  phase r. (k=3, s=2: y[2m] = K0 x[m-1] + K2 x[m], y[2m+1] = K1 x[m].) Returns
-  idx[j, r] = the tap t phase r uses at window offset j (k where none: reads a zero)
-  and x's (low, high) pad.
-  """
-  pad_a = transpose_pad_low(k, s)
-  taps = {(r, t): (r + t - pad_a) // s
-          for r in range(s) for t in range(k) if (r + t - pad_a) % s == 0}
-  # Keep offset 0 in range so both pads are >= 0 (any extra rows are all-zero taps).
-  lo, hi = min(min(taps.values()), 0), max(max(taps.values()), 0)
-  idx = np.full((hi - lo + 1, s), k)
-  for (r, t), q in taps.items():
-    idx[q - lo, r] = t
-  return idx, (-lo, hi)
+
+def _matmul_bwd(residuals, g):
+  x, w = residuals
+  k, n = w.shape
+  rows_x, rows_g = x.reshape(-1, k), g.reshape(-1, n)
+  barrier = jax.lax.optimization_barrier
+  if k <= n:
+    dw = jnp.dot(barrier(rows_x.T), rows_g)
+  else:
+    dw = barrier(jnp.dot(barrier(rows_g.T), rows_x)).T
+  return jnp.dot(g, w.T), dw
+
+
+matmul.defvjp(_matmul_fwd, _matmul_bwd)
 
 
 def conv_as_matmul(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
@@ -71,7 +78,7 @@ def conv_as_matmul(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
   taps = [xp[:, i:i + (oh - 1) * strides[0] + 1:strides[0], j:j + (ow - 1) * strides[1] + 1:strides[1]]
           for i in range(kh) for j in range(kw)]
   patches = jnp.concatenate(taps, axis=-1)  # [B, oh, ow, kh*kw*cin], tap-major like the kernel
-  return jnp.einsum("bhwk,kd->bhwd", patches, kernel.reshape(kh * kw * cin, cout))
+  return matmul(patches, kernel.reshape(kh * kw * cin, cout))
 
 
 def same_pads(size: int, k: int, s: int) -> tuple[int, int]:
@@ -119,67 +126,107 @@ class PatchConv(_SameConv):
     return y if bias is None else y + bias
 
 
-def subpixel_conv_transpose(x: jax.Array, kernel: jax.Array, strides: tuple[int, int]) -> jax.Array:
-  """The transposed convolution as one stride-1 im2col convolution with s_h*s_w*features
-  output channels (every output phase at once; the kernel gathered from the same taps,
-  zeros where a phase has none), then depth-to-space. x [N, H, W, in] -> [N, sH, sW, f]."""
-  kh, kw, cin, f = kernel.shape
-  sh, sw = strides
-  (idx_h, pad_h), (idx_w, pad_w) = _phase_taps(kh, sh), _phase_taps(kw, sw)
-  # A gather (not a one-hot matmul): exact at any matmul precision, and its
-  # gradient scatter-adds straight back into the kernel.
-  w = jnp.pad(kernel, ((0, 1), (0, 1), (0, 0), (0, 0)))
-  w = w[idx_h[:, :, None, None], idx_w[None, None, :, :]]  # (Jh, sh, Jw, sw, in, f)
-  w = w.transpose(0, 2, 4, 1, 3, 5).reshape(len(idx_h), len(idx_w), cin, sh * sw * f)
-  z = conv_as_matmul(x, w, (1, 1), (pad_h, pad_w))
-  n, h, wd = z.shape[:3]
-  y = z.reshape(n, h, wd, sh, sw, f).transpose(0, 1, 3, 2, 4, 5)
-  return y.reshape(n, h * sh, wd * sw, f)
+def transpose_pad_low(k: int, s: int) -> int:
+  """The low padding pad_a of lax.conv_transpose(..., "SAME") along one axis.
 
-
-def col2im_conv_transpose(x: jax.Array, kernel: jax.Array, strides: tuple[int, int]) -> jax.Array:
-  """The transposed convolution as one matrix product, giving every input pixel's
-  contribution through every tap, taps [N, H, W, kh, kw, f], then col2im: input pixel
-  m reaches output s*m - t + pad_a through tap t, so each tap's plane is dilated by s
-  (lax.pad, interior s - 1), shifted, cropped and summed. x [N, H, W, in] -> [N, sH, sW, f]."""
-  kh, kw, cin, f = kernel.shape
-  (sh, sw), (n, h, w) = strides, x.shape[:3]
-  taps = jnp.einsum("bhwc,cq->bhwq", x, kernel.transpose(2, 0, 1, 3).reshape(cin, kh * kw * f))
-  taps = taps.reshape(n, h, w, kh, kw, f)
-  pad_h, pad_w = transpose_pad_low(kh, sh), transpose_pad_low(kw, sw)
-  zero = jnp.zeros((), taps.dtype)
-  y = None
-  for i in range(kh):
-    for j in range(kw):
-      lo_h, lo_w = pad_h - i, pad_w - j  # may be negative: a crop
-      plane = jax.lax.pad(taps[:, :, :, i, j, :], zero, [
-          (0, 0, 0),
-          (lo_h, h * sh - lo_h - (h - 1) * sh - 1, sh - 1),
-          (lo_w, w * sw - lo_w - (w - 1) * sw - 1, sw - 1),
-          (0, 0, 0)])
-      y = plane if y is None else y + plane
-  return y
-
-
-def cheaper_form(kernel_shape: tuple[int, int, int, int], strides: tuple[int, int]) -> str:
-  """The form that materialises fewer values per input pixel.
-
-  sub-pixel: its patches, (window taps) x in; col2im: its taps, kh x kw x features.
-  (The conv decoder: "subpixel" for its stride-2 layers, 256 against 576 and 288
-  values; "col2im" for the last, 1-feature layer, 9 against 288. Measured in the
-  scanned epoch: the choice that is faster for each layer.)
+  That op (flax's nn.ConvTranspose, transpose_kernel=False) correlates, without a
+  flip, the s-dilated input padded by pad_a in front with the kernel K:
+  y[o] = sum_t K[t] x_dilated[o + t - pad_a]. So input pixel m reaches, through tap t,
+  the output o = s*m - t + pad_a. This is jax's _conv_transpose_padding(k, s, "SAME");
+  the tests pin the result to flax.
   """
-  kh, kw, cin, f = kernel_shape
-  window = len(_phase_taps(kh, strides[0])[0]) * len(_phase_taps(kw, strides[1])[0])
-  return "subpixel" if window * cin <= kh * kw * f else "col2im"
+  return k - 1 if s > k - 1 else -(-(k + s - 2) // 2)
 
 
-FORMS = {"subpixel": subpixel_conv_transpose, "col2im": col2im_conv_transpose}
+def tap_sources(k: int, s: int) -> list[tuple[int, int]]:
+  """Along one axis, for each tap t: the output phase r and input offset q with
+  y[s*m + r] += K[t] x[m + q] (from o = s*m' - t + pad_a, m' = m + q)."""
+  pad_a = transpose_pad_low(k, s)
+  return [((pad_a - t) % s, ((pad_a - t) % s + t - pad_a) // s) for t in range(k)]
+
+
+def _shifted(plane: jax.Array, qh: int, qw: int) -> jax.Array:
+  """plane[:, m + qh, c + qw] for every (m, c), zero outside; plane [N, H, W, f]."""
+  _, h, w, _ = plane.shape
+  plane = plane[:, max(qh, 0):h + min(qh, 0), max(qw, 0):w + min(qw, 0)]
+  return jnp.pad(plane, ((0, 0), (max(-qh, 0), max(qh, 0)), (max(-qw, 0), max(qw, 0)), (0, 0)))
+
+
+def _add_taps(taps: jax.Array, bias: jax.Array, strides: tuple[int, int]) -> jax.Array:
+  """taps [N, H, W, kh, kw, f] (input pixel m's contribution through tap t) added into
+  the output [N, sH, sW, f], plus bias.
+
+  Output phase (rh, rw) (the pixels s*m + r) is the bias plus the taps of that phase,
+  each shifted by its offset; XLA computes the phases in one fused loop, then
+  interleaves them (depth-to-space).
+  """
+  n, h, w, kh, kw, f = taps.shape
+  (sh, sw), src_h, src_w = strides, tap_sources(kh, strides[0]), tap_sources(kw, strides[1])
+  phases = []
+  for rh in range(sh):
+    for rw in range(sw):
+      phases.append(bias + sum((_shifted(taps[:, :, :, th, tw], qh, qw)
+                                for th, (phase_h, qh) in enumerate(src_h) if phase_h == rh
+                                for tw, (phase_w, qw) in enumerate(src_w) if phase_w == rw),
+                               jnp.zeros((n, h, w, f), taps.dtype)))
+  y = jnp.stack(phases, axis=3).reshape(n, h, w, sh, sw, f).transpose(0, 1, 3, 2, 4, 5)
+  return y.reshape(n, h * sh, w * sw, f)
+
+
+def _gather_index(taps_shape: tuple[int, ...], strides: tuple[int, int]) -> np.ndarray:
+  """For each (input pixel, tap), the output pixel it reaches, o = s*m - t + pad_a per
+  axis, as a row of the flattened output; sH*sW (a zero row) where o falls outside."""
+  _, h, w, kh, kw, _ = taps_shape
+  (sh, sw), pad_h, pad_w = strides, transpose_pad_low(kh, strides[0]), transpose_pad_low(kw, strides[1])
+  oh = sh * np.arange(h)[:, None] - np.arange(kh)[None, :] + pad_h  # [H, kh]
+  ow = sw * np.arange(w)[:, None] - np.arange(kw)[None, :] + pad_w  # [W, kw]
+  oh, ow = oh[:, None, :, None], ow[None, :, None, :]  # [H, W, kh, kw] by broadcasting
+  inside = (oh >= 0) & (oh < sh * h) & (ow >= 0) & (ow < sw * w)
+  return np.where(inside, oh * (sw * w) + ow, sh * h * sw * w).astype(np.int32).reshape(-1)
+
+
+def _gather_taps(g: jax.Array, taps_shape: tuple[int, ...], strides: tuple[int, int]) -> jax.Array:
+  """The adjoint of adding taps into the output: each tap's gradient is the output
+  gradient g [N, sH, sW, f] at the pixel it reached. One gather, one fused loop."""
+  n, f = g.shape[0], g.shape[-1]
+  rows = jnp.pad(g.reshape(n, -1, f), ((0, 0), (0, 1), (0, 0)))  # + the zero row
+  return jnp.take(rows, _gather_index(taps_shape, strides), axis=1, mode="clip").reshape(taps_shape)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def add_taps(taps: jax.Array, bias: jax.Array, strides: tuple[int, int]) -> jax.Array:
+  """_add_taps, whose backward pass is one gather (_gather_taps)."""
+  return _add_taps(taps, bias, strides)
+
+
+def _add_taps_fwd(taps, bias, strides):
+  # The residual is a zero-size array: only its shape (the taps' shape) is needed.
+  return _add_taps(taps, bias, strides), jnp.zeros((0,) + taps.shape[1:], taps.dtype)
+
+
+def _add_taps_bwd(strides, empty, g):
+  taps_shape = (g.shape[0],) + empty.shape[1:]
+  return _gather_taps(g, taps_shape, strides), g.sum(axis=(0, 1, 2))
+
+
+add_taps.defvjp(_add_taps_fwd, _add_taps_bwd)
+
+
+def conv_transpose_as_matmul(x: jax.Array, kernel: jax.Array, bias: jax.Array,
+                             strides: tuple[int, int]) -> jax.Array:
+  """lax.conv_transpose(x, kernel, strides, "SAME") + bias for NHWC x and HWIO kernel:
+  one product gives every input pixel's contribution through every tap,
+  [N, H, W, kh*kw*f] (exactly the multiply-adds the convolution needs), then add_taps
+  puts them in place. x [N, H, W, in] -> [N, sH, sW, f]."""
+  kh, kw, cin, f = kernel.shape
+  n, h, w = x.shape[:3]
+  taps = matmul(x, kernel.transpose(2, 0, 1, 3).reshape(cin, kh * kw * f))
+  return add_taps(taps.reshape(n, h, w, kh, kw, f), bias, strides)
 
 
 class MatmulConvTranspose(_SameConv):
   """Computes nn.ConvTranspose(features, kernel_size, strides, padding="SAME") exactly,
-  with matrix products: the sub-pixel or the col2im form (form="auto": cheaper_form).
+  as conv_transpose_as_matmul.
 
   Why: on XLA:CPU the lhs-dilated convolution that nn.ConvTranspose lowers to runs
   tens of times slower than its arithmetic inside a loop body; matrix products, pads
@@ -189,19 +236,14 @@ class MatmulConvTranspose(_SameConv):
   number of leading batch dims is accepted. Only padding="SAME" and 2-D are supported.
   """
 
-  form: str = "auto"
-
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     (kh, kw), strides = _pair(self.kernel_size), _pair(self.strides)
     if min(kh, kw, *strides) < 1:
       raise ValueError(f"invalid kernel_size {self.kernel_size} / strides {self.strides}")
-    if self.form not in ("auto", *FORMS):
-      raise ValueError(f"form must be auto, subpixel or col2im, got {self.form!r}")
     batch, x = x.shape[:-3], x.reshape((-1,) + x.shape[-3:])
     x, kernel, bias = self._params(x)
-    form = cheaper_form(kernel.shape, strides) if self.form == "auto" else self.form
-    y = FORMS[form](x, kernel, strides)
-    if bias is not None:
-      y = y + bias
+    if bias is None:
+      bias = jnp.zeros((self.features,), kernel.dtype)
+    y = conv_transpose_as_matmul(x, kernel, bias, strides)
     return y.reshape(batch + y.shape[1:])
