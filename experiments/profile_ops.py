@@ -60,23 +60,14 @@ def main() -> None:
   args = parser.parse_args()
 
   import jax
-  import numpy as np
 
-  from vae_jax import models, parallel, steps
+  from vae_jax.benchmark import epoch_inputs
   from vae_jax.config import Config
 
   batch = 128
   config = Config(model=args.model, arch=args.arch, batch_size=batch,
                   train_examples=args.steps * batch, epochs=1, milestones=(1,))
-  mesh = parallel.make_mesh(None)
-  model = models.make_model(config.model, config.arch, config.latent_dim)
-  tx = steps.make_optimizer(config)
-  fns = steps.compile_fns(model, tx, config, mesh)
-  state = parallel.put_replicated(steps.init_state(model, tx, config.seed), mesh)
-  rng = np.random.default_rng(0)
-  data = parallel.put_replicated(
-      (rng.integers(0, 256, (config.num_train, 28, 28, 1), np.uint8),
-       rng.integers(0, models.NUM_CLASSES, (config.num_train,), np.int32)), mesh)
+  _, fns, state, data = epoch_inputs(config)
   epoch = fns.train_epoch.lower(state, *data).compile()
   state, terms = epoch(state, *data)  # warm-up
   jax.block_until_ready(terms)

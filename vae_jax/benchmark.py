@@ -31,13 +31,12 @@ def flag_value(name: str):
   return cli.shared_value(name, DEFAULTS[name])
 
 
-def measure(config: Config, epochs: int) -> dict:
-  """Compiles the epoch, runs one warm-up epoch, then times `epochs` whole epochs.
+def epoch_inputs(config: Config):
+  """(mesh, compiled functions, initial state, data) for timing config's epochs.
 
   The images are random uint8 and the labels random (speed does not depend on their
   values), so no dataset is needed; they live on the device like real training data.
   """
-  import jax
   import numpy as np
 
   from vae_jax import models, parallel, steps
@@ -52,7 +51,14 @@ def measure(config: Config, epochs: int) -> dict:
   data = parallel.put_replicated(
       (rng.integers(0, 256, (config.num_train, 28, 28, 1), np.uint8),
        rng.integers(0, models.NUM_CLASSES, (config.num_train,), np.int32)), mesh)
+  return mesh, fns, state, data
 
+
+def measure(config: Config, epochs: int) -> dict:
+  """Compiles the epoch, runs one warm-up epoch, then times `epochs` whole epochs."""
+  import jax
+
+  mesh, fns, state, data = epoch_inputs(config)
   start = time.perf_counter()
   epoch = fns.train_epoch.lower(state, *data).compile()
   compile_seconds = time.perf_counter() - start
