@@ -47,3 +47,15 @@ def test_benchmark_defaults_apply_whichever_definition_is_live():
   result = run_python(code)
   assert result.returncode == 0, result.stderr[-2000:]
   assert result.stdout.split() == ["60000", "3", "conv"]  # not main's None and 150
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_kernel_timing_script_times_every_form_of_a_layer(transposed):
+  """experiments/xla_cpu_kernels.py (a table in experiments/benchmark.md) still runs."""
+  sys.path.insert(0, os.path.join(REPO, "experiments"))
+  from xla_cpu_kernels import layer_timings
+  rows = layer_timings(batch=2, size=8, cin=3, cout=4, stride=2, transposed=transposed, repeats=2)
+  assert [what.split(" [")[0] for what, _, _ in rows] == [
+      "native forward", "native input gradient", "native weight gradient",
+      "product", "product", "product"]
+  assert all(ms > 0 and gflops > 0 for _, ms, gflops in rows)
