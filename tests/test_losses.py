@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from scipy import stats
 
@@ -38,6 +39,23 @@ def test_bernoulli_nll_is_finite_and_exact_at_extreme_logits(logit):
   # A confidently wrong pixel costs |logit| nats; a confidently right one ~0.
   wrong = np.where(logit > 0, 1.0 - np.asarray(x), np.asarray(x)).sum(-1)
   np.testing.assert_allclose(nll, wrong * abs(logit), rtol=1e-6)
+
+
+def test_bernoulli_nll_gradient_is_sigmoid_minus_pixel():
+  rng = np.random.default_rng(3)
+  logits = rng.normal(0, 4, (3, 784)).astype(np.float32)
+  x = rng.random((3, 784)).astype(np.float32)
+  grads = jax.grad(lambda l: losses.bernoulli_nll(l, x).sum())(jnp.asarray(logits))
+  np.testing.assert_allclose(grads, 1 / (1 + np.exp(-logits.astype(np.float64))) - x,
+                             rtol=1e-5, atol=1e-6)
+
+
+def test_bernoulli_nll_agrees_with_optax_cross_entropy():
+  rng = np.random.default_rng(4)
+  logits = jnp.asarray(rng.normal(0, 6, (5, 784)), jnp.float32)
+  x = jnp.asarray(rng.random((5, 784)), jnp.float32)
+  expected = optax.sigmoid_binary_cross_entropy(logits, x).sum(-1)
+  np.testing.assert_allclose(losses.bernoulli_nll(logits, x), expected, rtol=1e-6)
 
 
 def test_gaussian_kl_closed_form_matches_monte_carlo():
