@@ -91,6 +91,10 @@ def test_generate_refuses_what_the_run_cannot_do(mock_cvae_run, tmp_path, capsys
   assert "--num=0" in one_line_error(generate.main, base + ["--digit=1", "--num=0"], capsys)
   assert "--num=10001" in one_line_error(generate.main, base + ["--digit=1", "--num=10001"],
                                          capsys)
+  assert "--sample_seed" in one_line_error(
+      generate.main, base + ["--digit=1", f"--sample_seed={2**63}"], capsys)
+  assert "--num_test_examples=0" in one_line_error(
+      evaluate.main, base + ["--num_test_examples=0"], capsys)
   blocker = tmp_path / "a_file"
   blocker.write_text("not a folder")
   assert "cannot be written" in one_line_error(

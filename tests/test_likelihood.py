@@ -179,6 +179,19 @@ def test_one_sample_iwae_is_the_elbo(ppca):
   assert abs(diff.mean()) < 4 * diff.std() / np.sqrt(diff.size)
 
 
+def test_elbo_stays_exact_for_a_nearly_collapsed_posterior():
+  # sigma = exp(-15) ~ 3e-7 next to mean 5: float32 z - mean keeps no digits of
+  # sigma * eps, so log q must come from eps. log p(x|z) = 0 leaves log p(z) - log q(z|x).
+  mean, logvar = jnp.full((3, 2), 5.0), jnp.full((3, 2), -30.0)
+  key = jax.random.PRNGKey(6)
+  eps = np.asarray(likelihood.sample_noise(key, 0, (3, 2)), np.float64)
+  z = 5.0 + np.exp(-15.0) * eps
+  expected = (stats.norm.logpdf(z) - stats.norm.logpdf(eps) - 15.0).sum(-1)
+  elbo = likelihood.elbo(key, jnp.zeros((3, 1)), lambda x: (mean, logvar),
+                         lambda x, z: jnp.zeros(z.shape[0]))
+  np.testing.assert_allclose(elbo, expected, rtol=1e-6)
+
+
 def test_iwae_does_not_depend_on_chunk_size(ppca):
   # Sample k's noise depends on (key, k) only; 5000 = 714 * 7 + 2 also pads a last chunk.
   x = jnp.asarray(ppca.data[:100], jnp.float32)

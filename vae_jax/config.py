@@ -102,6 +102,11 @@ def validate(config: Config) -> None:
   _at_least("checkpoint_every", config.checkpoint_every, 1)
   if config.train_examples is not None:
     _at_least("train_examples", config.train_examples, 1)
+    full = TRAIN_SIZE[config.dataset]
+    if config.train_examples > full:
+      raise ConfigError(f"--train_examples={config.train_examples} is larger than the "
+                        f"{config.dataset} training set ({full} images); use 1..{full}")
+  validate_seed("seed", config.seed)
   _at_least("batch_size", config.batch_size, 1)
   if config.batch_size > config.num_train:
     raise ConfigError(
@@ -117,6 +122,12 @@ def validate(config: Config) -> None:
     _at_least("num_devices", config.num_devices, 1)
   if config.manual_dir is not None:
     validate_manual_dir(config.manual_dir)
+
+
+def validate_seed(name: str, seed: int) -> None:
+  """jax.random.PRNGKey takes any integer that fits in int64."""
+  if not -2**63 <= seed < 2**63:
+    raise ConfigError(f"--{name}={seed} must fit in 64 bits: {-2**63}..{2**63 - 1}")
 
 
 def validate_manual_dir(manual_dir: str) -> None:

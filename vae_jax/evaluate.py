@@ -108,6 +108,8 @@ def evaluate_run(workdir: str, epoch: Optional[int] = None, num_importance_sampl
 
   if min(num_importance_samples, chunk_size, eval_batch_size) < 1:
     raise ConfigError("--num_importance_samples, --chunk_size and --eval_batch_size must be >= 1")
+  if num_test_examples is not None and num_test_examples < 1:
+    raise ConfigError(f"--num_test_examples={num_test_examples} must be >= 1 (or left out: all)")
   run = restore.open_run(workdir, data_dir, manual_dir)
   epoch = restore.milestone_epochs(run, epoch)[-1]
   state = restore.restore(run, epoch)

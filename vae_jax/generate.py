@@ -16,7 +16,7 @@ from typing import Optional
 from absl import app, flags
 
 from vae_jax import cli
-from vae_jax.config import ConfigError
+from vae_jax.config import ConfigError, validate_seed
 
 flags.DEFINE_integer("digit", None, "The label to generate (0-9); cvae runs only.")
 flags.DEFINE_integer("num", 64, f"How many images (at most {10_000:,}).")
@@ -71,6 +71,7 @@ def generate(workdir: str, digit: Optional[int] = None, num: int = 64, out: Opti
   from vae_jax import classifier as classifier_lib, plots, report, restore, train
   from vae_jax.input_pipeline import CLASS_NAMES
 
+  validate_seed("sample_seed", sample_seed)
   run = restore.open_run(workdir, data_dir, manual_dir)
   config, model = run.config, run.model
   try:

@@ -112,8 +112,8 @@ def elbo(key: jax.Array, x: jax.Array, encode: Encode,
   Uses sample 0's noise, so it equals iwae_bound(key, ..., num_samples=1).
   """
   mean, logvar = encode(x)
-  z = mean + jnp.exp(0.5 * logvar) * sample_noise(key, 0, mean.shape, mean.dtype)
-  return log_likelihood(x, z) + log_standard_normal(z) - log_normal(z, mean, logvar)
+  return _log_weights(x, mean, logvar, sample_noise(key, 0, mean.shape, mean.dtype),
+                      log_likelihood)
 
 
 def elbo_analytic_kl(key: jax.Array, x: jax.Array, encode: Encode,
