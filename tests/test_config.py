@@ -60,3 +60,12 @@ def test_result_differences_ignore_epochs_and_paths():
   assert config_lib.differences(old, Config(epochs=300, milestones=(5,), data_dir="/x")) == []
   assert config_lib.differences(old, Config(latent_dim=3, beta=2.0)) == [
       "latent_dim: 2 -> 3", "beta: 1.0 -> 2.0"]
+
+
+@pytest.mark.parametrize("text", ["{not json", "[1, 2]", '{"latent_dim": 2, "colour": 1, "epochs": [3'])
+def test_a_damaged_config_file_is_a_one_line_error(tmp_path, text):
+  (tmp_path / config_lib.CONFIG_FILE).write_text(text)
+  with pytest.raises(ConfigError, match="is not a vae_jax config") as error:
+    config_lib.load(str(tmp_path))
+  assert "\n" not in str(error.value)
+  assert (tmp_path / config_lib.CONFIG_FILE).read_text() == text

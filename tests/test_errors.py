@@ -30,6 +30,7 @@ def run(module, *args, cwd=None):
     (["--manual_dir=/no/such/dir"], "--manual_dir"),
     (["--train_examples=70000"], "--train_examples"),
     (["--seed=9223372036854775808"], "--seed"),
+    (["--distributed"], "--distributed"),
     (["--no_such_flag=1"], "no_such_flag"),
 ])
 def test_bad_flag_is_one_line_exit_2_and_workdir_untouched(tmp_path, args, flag):

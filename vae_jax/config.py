@@ -167,7 +167,14 @@ def load(workdir: str) -> Config:
   if not os.path.isfile(path):
     raise ConfigError(f"--workdir={workdir} holds no {CONFIG_FILE}: not a vae_jax run")
   with open(path) as f:
-    return from_dict(json.load(f))
+    try:
+      d = json.load(f)
+      if not isinstance(d, dict):
+        raise TypeError("not a JSON object")
+      return from_dict(d)
+    except (json.JSONDecodeError, TypeError) as e:
+      raise ConfigError(f"{path} is not a vae_jax config ({e}); restore it from a copy, "
+                        "or start the run in another --workdir") from None
 
 
 def differences(old: Config, new: Config, fields: tuple[str, ...] = RESULT_FIELDS) -> list[str]:

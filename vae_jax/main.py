@@ -50,6 +50,19 @@ def config_from_flags() -> Config:
       data_dir=FLAGS.data_dir, manual_dir=FLAGS.manual_dir)
 
 
+def initialize_distributed() -> None:
+  """jax.distributed.initialize(), which finds the coordinator on a TPU pod or under
+  SLURM; elsewhere its error becomes a ConfigError naming the flag."""
+  import jax
+  try:
+    jax.distributed.initialize()
+  except (ValueError, RuntimeError) as e:
+    reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    raise ConfigError(f"--distributed: jax.distributed.initialize() failed ({reason}); "
+                      "launch every process under SLURM or on a TPU pod slice, as the "
+                      "README's multi-host section shows") from None
+
+
 def train_from_flags() -> None:
   config = config_from_flags()
   config_lib.validate(config)  # before anything heavy is imported, loaded or compiled
@@ -57,8 +70,7 @@ def train_from_flags() -> None:
     logging.warning("milestones %s are after --epochs=%d and are dropped",
                     list(config.dropped_milestones), config.epochs)
   if FLAGS.distributed:
-    import jax
-    jax.distributed.initialize()
+    initialize_distributed()
   from vae_jax import input_pipeline, train  # Heavy imports (JAX, TensorFlow) after validation.
   workdir = FLAGS.workdir or config_lib.default_workdir(config)
   cli.run_reporting(lambda: train.train_and_evaluate(config, workdir, overwrite=FLAGS.overwrite),
