@@ -59,3 +59,21 @@ def test_kernel_timing_script_times_every_form_of_a_layer(transposed):
       "native forward", "native input gradient", "native weight gradient",
       "product", "product", "product"]
   assert all(ms > 0 and gflops > 0 for _, ms, gflops in rows)
+
+
+def test_benchmark_summary_ratios_use_timed_epochs_only():
+  """experiments/benchmark_summary.py: Keras and PyTorch list an untimed first epoch."""
+  sys.path.insert(0, os.path.join(REPO, "experiments"))
+  from benchmark_summary import speeds
+  lines = [  # 2,000 images an epoch in every run
+      {"framework": "jax", "arch": "mlp", "images_per_sec": 800.0, "epoch_seconds": [2.0, 3.0]},
+      {"framework": "jax", "arch": "mlp", "images_per_sec": 2000.0, "epoch_seconds": [1.0, 1.0]},
+      {"framework": "keras", "backend": "tensorflow cpu, jit_compile=True", "arch": "mlp",
+       "images_per_sec": 500.0, "epoch_seconds": [60.0, 4.0, 4.0]},
+      {"framework": "pytorch", "arch": "mlp", "images_per_sec": 200.0,
+       "epoch_seconds": [1.0, 5.0, 15.0]},
+  ]
+  found = speeds(lines)
+  assert found[("mlp", "jax")] == pytest.approx((1400.0, 2000.0))
+  assert found[("mlp", "keras+xla")] == pytest.approx((500.0, 500.0))
+  assert found[("mlp", "pytorch")] == pytest.approx((200.0, 400.0))  # not the untimed 1 s
