@@ -28,8 +28,8 @@ def timed_epochs(line: dict) -> list[float]:
   return line["epoch_seconds"] if line["framework"] == "jax" else line["epoch_seconds"][1:]
 
 
-def speeds(lines: list[dict]) -> dict[tuple[str, str], tuple[float, float]]:
-  """(arch, framework) -> (mean images/s over rounds, images/s of the best timed epoch)."""
+def speeds(lines: list[dict]) -> dict[tuple[str, str], tuple[int, float, float]]:
+  """(arch, framework) -> (runs, mean images/s over them, images/s of the best timed epoch)."""
   runs = collections.defaultdict(list)
   for line in lines:
     runs[(line["arch"], framework_name(line))].append(line)
@@ -38,7 +38,7 @@ def speeds(lines: list[dict]) -> dict[tuple[str, str], tuple[float, float]]:
     mean = sum(line["images_per_sec"] for line in group) / len(group)
     best = max(line["images_per_sec"] * sum(timed_epochs(line)) / len(timed_epochs(line))
                / min(timed_epochs(line)) for line in group)
-    result[key] = (mean, best)
+    result[key] = (len(group), mean, best)
   return result
 
 
@@ -47,15 +47,14 @@ def table(lines: list[dict]) -> str:
   found = speeds(lines)
   rows = ["| arch | framework | runs | mean img/s | best-epoch img/s | JAX / it (mean) | JAX / it (best epoch) |",
           "|---|---|---:|---:|---:|---:|---:|"]
-  counts = collections.Counter((line["arch"], framework_name(line)) for line in lines)
   for arch in ("mlp", "conv"):
     if (arch, "jax") not in found:
       continue
-    jax_mean, jax_best = found[(arch, "jax")]
+    _, jax_mean, jax_best = found[(arch, "jax")]
     for name in ("jax", "keras", "keras+xla", "pytorch"):
       if (arch, name) in found:
-        mean, best = found[(arch, name)]
-        rows.append(f"| {arch} | {name} | {counts[(arch, name)]} | {mean:,.0f} | {best:,.0f} | "
+        runs, mean, best = found[(arch, name)]
+        rows.append(f"| {arch} | {name} | {runs} | {mean:,.0f} | {best:,.0f} | "
                     f"{jax_mean / mean:.2f}× | {jax_best / best:.2f}× |")
   return "\n".join(rows)
 

@@ -74,6 +74,6 @@ def test_benchmark_summary_ratios_use_timed_epochs_only():
        "epoch_seconds": [1.0, 5.0, 15.0]},
   ]
   found = speeds(lines)
-  assert found[("mlp", "jax")] == pytest.approx((1400.0, 2000.0))
-  assert found[("mlp", "keras+xla")] == pytest.approx((500.0, 500.0))
-  assert found[("mlp", "pytorch")] == pytest.approx((200.0, 400.0))  # not the untimed 1 s
+  assert found[("mlp", "jax")] == pytest.approx((2, 1400.0, 2000.0))
+  assert found[("mlp", "keras+xla")] == pytest.approx((1, 500.0, 500.0))
+  assert found[("mlp", "pytorch")] == pytest.approx((1, 200.0, 400.0))  # not the untimed 1 s
