@@ -1,9 +1,15 @@
 """The arrays behind the figures: priors, scatter coordinates, manifold grid, interpolation."""
 
+import dataclasses
+
+import jax
 import numpy as np
+import optax
 from scipy import stats
 
-from vae_jax import models, report
+from vae_jax import models, report, steps
+from vae_jax.config import Config
+from vae_jax.input_pipeline import Split
 
 
 def test_interpolation_pairs_join_two_classes_and_lines_end_at_the_codes():
@@ -46,3 +52,19 @@ def test_scatter_uses_principal_components_above_two_dimensions():
   same, names = report.scatter_coords(means[:, :2])
   np.testing.assert_array_equal(same, means[:, :2])
   assert names == ("z[0]", "z[1]")
+
+
+def test_dynamically_binarized_ae_prior_fits_the_codes_of_binary_images():
+  model = models.make_model("ae", "mlp", 2)
+  state = steps.init_state(model, optax.adam(1e-3), seed=0)
+  grey = np.random.default_rng(3).integers(60, 200, (64, 28, 28, 1)).astype(np.uint8)
+  train = Split(images=grey, labels=np.zeros(64, np.int32))
+  config = Config(model="ae", latent_dim=2, batch_size=16, binarize="dynamic", seed=5)
+  # The images binarized once with the run's seed, as binarize_fixed draws them.
+  binary = np.random.default_rng(5).random(grey.shape, dtype=np.float32) < grey / 255.0
+  encode = jax.jit(lambda x: model.apply({"params": state.params}, x, None, method="encode")[0])
+  codes = np.asarray(encode(binary.astype(np.float32)))
+  prior = report.model_prior(state, model, config, train)
+  np.testing.assert_allclose(prior.mean, codes.mean(axis=0), rtol=1e-5, atol=1e-6)
+  grey_prior = report.model_prior(state, model, dataclasses.replace(config, binarize="none"), train)
+  assert np.abs(grey_prior.mean - prior.mean).max() > 1e-3

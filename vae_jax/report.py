@@ -13,7 +13,7 @@ from scipy import stats
 
 from vae_jax import parallel, plots, steps, workdir as workdir_lib
 from vae_jax.config import Config
-from vae_jax.input_pipeline import CLASS_NAMES, Split, to_float
+from vae_jax.input_pipeline import CLASS_NAMES, Split, binarize_fixed, to_float
 
 SAMPLES_SIDE = 10          # samples.png is a SAMPLES_SIDE x SAMPLES_SIDE grid
 RECON_ROWS, RECON_COLS = 2, 10
@@ -74,9 +74,16 @@ def latent_prior(model: nn.Module, train_codes: Optional[np.ndarray], latent_dim
 
 def model_prior(state, model: nn.Module, config: Config, train: Optional[Split],
                 mesh=None) -> LatentPrior:
-  """The prior that samples come from; only an AE reads train (its codes define it)."""
-  codes = None if model.variational else encode_means(
-      state, model, train.images, train.labels, config.batch_size, mesh)
+  """The prior that samples come from; only an AE reads train (its codes define it).
+
+  A dynamically binarized AE only ever encoded binary images, so its prior is fitted
+  to the codes of the training images binarized once (grey images' codes lie elsewhere).
+  """
+  if model.variational:
+    return latent_prior(model, None, config.latent_dim)
+  if config.binarize == "dynamic":
+    train = binarize_fixed(train, seed=config.seed)
+  codes = encode_means(state, model, train.images, train.labels, config.batch_size, mesh)
   return latent_prior(model, codes, config.latent_dim)
 
 
