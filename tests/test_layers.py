@@ -23,6 +23,9 @@ CASES = [
     ((2, 4, 5, 3), 8, 5, 3),
     ((2, 5, 7, 3), 8, 2, 3),
     ((2, 4, 3, 2), 3, 1, 2),
+    # Kernels wider than the input: taps that reach past both edges.
+    ((2, 2, 1, 4), 3, 4, 1),
+    ((2, 1, 2, 3), 2, 5, 2),
 ]
 
 

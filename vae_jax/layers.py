@@ -148,6 +148,8 @@ def tap_sources(k: int, s: int) -> list[tuple[int, int]]:
 def _shifted(plane: jax.Array, qh: int, qw: int) -> jax.Array:
   """plane[:, m + qh, c + qw] for every (m, c), zero outside; plane [N, H, W, f]."""
   _, h, w, _ = plane.shape
+  # A shift past the edge (a kernel wider than the input) leaves only zeros.
+  qh, qw = max(-h, min(qh, h)), max(-w, min(qw, w))
   plane = plane[:, max(qh, 0):h + min(qh, 0), max(qw, 0):w + min(qw, 0)]
   return jnp.pad(plane, ((0, 0), (max(-qh, 0), max(qh, 0)), (max(-qw, 0), max(qw, 0)), (0, 0)))
 
