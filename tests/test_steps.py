@@ -154,6 +154,27 @@ def test_evaluate_is_the_mean_of_per_image_terms(model_name):
     np.testing.assert_allclose(got[name], expected, rtol=1e-5)
 
 
+def test_beta_weights_the_kl_in_the_compiled_step_epoch_and_evaluation():
+  config, model, tx, _ = setup("vae")
+  state, _ = train_epochs(seed=0)  # trained a little, so that the KL is not ~0
+  images = jnp.asarray(fake_digits(64, seed=1))
+  _, sums = jax.jit(functools.partial(steps.train_step, model=model, tx=tx, beta=4.0))(
+      state, images[:32])
+  _, epoch_terms = jax.jit(functools.partial(steps.train_epoch, model=model, tx=tx, beta=4.0,
+                                             batch_size=32))(state, images)
+  val_terms = jax.jit(functools.partial(steps.evaluate, model=model, beta=4.0, batch_size=32))(
+      state, images)
+  for terms in (sums, epoch_terms, val_terms):
+    assert float(terms["kl"]) > 0.1
+    np.testing.assert_allclose(terms["loss"], terms["recon"] + 4.0 * terms["kl"], rtol=1e-5)
+  # The gradient is of the beta-weighted loss: beta changes the step.
+  step = lambda beta: jax.jit(functools.partial(steps.train_step, model=model, tx=tx,
+                                                beta=beta))(state, images[:32])[0]
+  changed = [not np.allclose(a, b) for a, b in zip(jax.tree.leaves(step(1.0).params),
+                                                   jax.tree.leaves(step(4.0).params))]
+  assert any(changed)
+
+
 def test_dynamic_binarization_is_bernoulli_with_the_pixel_intensity():
   images = jnp.full((200, 28, 28, 1), 64, jnp.uint8)  # p = 64/255 ~ 0.251
   drawn = np.asarray(steps.dynamic_binarize(jax.random.PRNGKey(0), images))
