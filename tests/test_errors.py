@@ -32,6 +32,7 @@ def run(module, *args, cwd=None):
     (["--seed=9223372036854775808"], "--seed"),
     (["--distributed"], "--distributed"),
     (["--no_such_flag=1"], "no_such_flag"),
+    (["--epoch=3"], "did you mean --epochs?"),
 ])
 def test_bad_flag_is_one_line_exit_2_and_workdir_untouched(tmp_path, args, flag):
   workdir = tmp_path / "run"
@@ -49,3 +50,37 @@ def test_plot_without_checkpoints_says_so(tmp_path):
   result = run("vae_jax.plot", f"--workdir={tmp_path}")
   assert result.returncode == 2
   assert result.stderr.strip().startswith("error:") and "config.json" in result.stderr
+
+
+def one_error_line(result) -> str:
+  assert result.returncode == 2, result.stderr
+  assert result.stderr.startswith("error:") and "Traceback" not in result.stderr, result.stderr
+  return result.stderr.splitlines()[0]
+
+
+def test_a_file_as_workdir_or_out_is_one_line(tmp_path):
+  a_file = tmp_path / "a_file"
+  a_file.write_text("mine")
+  assert "is a file" in one_error_line(run("vae_jax.main", f"--workdir={a_file}", "--epochs=1",
+                                           "--milestones=1"))
+  assert "is a file" in one_error_line(run("vae_jax.plot", f"--workdir={tmp_path}",
+                                           f"--out={a_file}"))
+  assert a_file.read_text() == "mine"
+
+
+def test_a_run_and_a_classifier_never_take_each_other_s_folder(tmp_path):
+  from vae_jax import config as config_lib
+  run_dir, classifier_dir = tmp_path / "run", tmp_path / "classifier"
+  config_lib.save(config_lib.Config(), str(run_dir))
+  (run_dir / "checkpoints").mkdir()
+  (run_dir / "checkpoints" / "keep").write_text("mine")
+  classifier_dir.mkdir()
+  (classifier_dir / "classifier.json").write_text("{}")
+  line = one_error_line(run("vae_jax.classifier", f"--workdir={run_dir}", "--epochs=1"))
+  assert "holds a VAE run" in line
+  assert (run_dir / "checkpoints" / "keep").read_text() == "mine"
+  line = one_error_line(run("vae_jax.main", f"--workdir={classifier_dir}", "--epochs=1",
+                            "--milestones=1",
+                            "--overwrite"))
+  assert "holds a classifier" in line
+  assert sorted(os.listdir(classifier_dir)) == ["classifier.json"]

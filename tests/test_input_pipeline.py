@@ -1,6 +1,7 @@
 """The real tfds loader on the official MNIST and Fashion-MNIST files."""
 
 import numpy as np
+import pytest
 
 from vae_jax import input_pipeline
 
@@ -38,3 +39,16 @@ def test_fixed_binarization_is_reproducible_and_keeps_the_mean():
   assert set(np.unique(a.images)) == {0, 255}
   assert abs((a.images == 255).mean() - split.images.mean() / 255) < 0.005
   np.testing.assert_array_equal(a.labels, split.labels)
+
+
+def test_offline_without_manual_dir_says_to_pass_it(monkeypatch, tmp_path):
+  # A real attempt waits minutes for tfds's retries; its error is what requests raises.
+  import requests
+  import tensorflow_datasets as tfds
+
+  def offline(*args, **kwargs):
+    raise requests.exceptions.ConnectionError("Failed to resolve 'storage.googleapis.com'")
+
+  monkeypatch.setattr(tfds, "load", offline)
+  with pytest.raises(input_pipeline.DataError, match="pass --manual_dir=FOLDER"):
+    input_pipeline.load_split("mnist", "test", str(tmp_path))

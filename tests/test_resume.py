@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from vae_jax import checkpoints, models, parallel, steps, train, workdir as workdir_lib
+from vae_jax import checkpoints, input_pipeline, models, parallel, restore, steps, train
+from vae_jax import config as config_lib, workdir as workdir_lib
 from vae_jax.config import Config, ConfigError
 
 
@@ -139,3 +140,72 @@ def test_corrupt_data_file_gives_a_checksum_hint(tmp_path, mnist_dir):
   assert len(errors) == 1, result.stderr
   assert "t10k-labels-idx1-ubyte.gz" in errors[0] and "checksum" in errors[0]
   assert "Traceback" not in result.stderr
+
+
+def test_overwrite_keeps_the_old_run_when_the_new_data_fails_to_load(tmp_path, tfds_dir, mnist_dir,
+                                                                     fashion_dir):
+  config = small_config(tfds_dir, mnist_dir, epochs=1, milestones=(1,))
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(config, workdir, log=lambda _: None)
+  before = sorted(os.listdir(workdir))
+  # Fashion-MNIST's files under MNIST's names: tfds's checksums reject them.
+  wrong_files = dataclasses.replace(config, manual_dir=fashion_dir, data_dir=str(tmp_path / "tfds"))
+  with pytest.raises(input_pipeline.DataError, match="not the official mnist file"):
+    train.train_and_evaluate(wrong_files, workdir, overwrite=True, log=lambda _: None)
+  assert sorted(os.listdir(workdir)) == before
+  assert checkpoints.RunCheckpoints(workdir, read_only=True).milestone_epochs() == [1]
+
+
+def test_figures_cut_short_are_drawn_on_resume_and_a_lower_epochs_is_refused(tmp_path, tfds_dir,
+                                                                             mnist_dir):
+  config = small_config(tfds_dir, mnist_dir, epochs=2, milestones=(2,))
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(config, workdir, log=lambda _: None)
+  folder = workdir_lib.plots_dir(workdir, 2)
+  means = np.load(os.path.join(folder, "latents.npz"))["means"]
+  # What a kill while drawing leaves: the .partial folder, no epoch_002.
+  shutil.rmtree(folder)
+  os.makedirs(folder + ".partial")
+  lines = []
+  train.train_and_evaluate(config, workdir, log=lines.append)
+  assert any(l.startswith("milestone 2: figures drawn") for l in lines), lines
+  assert "already trained for 2 epochs" in lines[-1]
+  assert not os.path.exists(folder + ".partial")
+  assert {"samples.png", "reconstructions.png", "latent_scatter.png", "latent_manifold.png",
+          "loss_curves.png", "interpolation.png", "latents.npz"} <= set(os.listdir(folder))
+  np.testing.assert_array_equal(np.load(os.path.join(folder, "latents.npz"))["means"], means)
+
+  with pytest.raises(ConfigError, match=r"--epochs=1, but .* already holds epoch 2"):
+    train.train_and_evaluate(dataclasses.replace(config, epochs=1, milestones=(1,)), workdir)
+  assert config_lib.load(workdir).epochs == 2
+
+
+# tensorstore's reads still in flight when the restore fails report to a closed event loop.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_damaged_checkpoint_is_one_line_naming_it(tmp_path, tfds_dir, mnist_dir):
+  config = small_config(tfds_dir, mnist_dir, epochs=1, milestones=(1,))
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(config, workdir, log=lambda _: None)
+  step = os.path.join(workdir, checkpoints.MILESTONE_DIR, "1")
+  data_files = [os.path.join(d, f) for d, _, files in os.walk(step) for f in files
+                if os.path.basename(d) == "d"]
+  assert data_files
+  for path in data_files:
+    with open(path, "r+b") as f:
+      f.truncate(8)
+  run = restore.open_run(workdir)
+  with pytest.raises(checkpoints.CheckpointError) as error:
+    restore.restore(run, 1)
+  message = str(error.value)
+  assert "\n" not in message and step in message and "Move it out" in message
+  with pytest.raises(checkpoints.CheckpointError):
+    train.train_and_evaluate(dataclasses.replace(config, epochs=2, milestones=(2,)), workdir,
+                             log=lambda _: None)
+
+
+def test_a_damaged_metrics_file_is_one_line(tmp_path):
+  workdir_lib.write_metrics(str(tmp_path), [dict.fromkeys(workdir_lib.METRICS_COLUMNS, 1)])
+  with open(tmp_path / workdir_lib.METRICS_FILE, "a") as f:
+    f.write("2,150.5,140.1\n")  # a row cut short
+  with pytest.raises(ConfigError, match="metrics.csv is damaged"):
+    workdir_lib.read_metrics(str(tmp_path))

@@ -9,8 +9,33 @@ import jax
 import orbax.checkpoint as ocp
 from absl import logging as absl_logging
 
+from vae_jax.config import ConfigError
+
 State = TypeVar("State")
 MILESTONE_DIR, LATEST_DIR = "checkpoints", "checkpoints_latest"
+
+
+class CheckpointError(ConfigError):
+  """A checkpoint that cannot be restored (damaged, or of another model); one line."""
+
+
+def saved_epochs(workdir: str) -> list[int]:
+  """The epochs of the finished checkpoints of either kind in workdir, without opening
+  them (Orbax names a step's folder by its number only once the save has finished)."""
+  return sorted(int(name) for d in (MILESTONE_DIR, LATEST_DIR)
+                if os.path.isdir(os.path.join(workdir, d))
+                for name in os.listdir(os.path.join(workdir, d)) if name.isdigit())
+
+
+def _restore(manager: ocp.CheckpointManager, epoch: int, template: State) -> State:
+  try:
+    return manager.restore(epoch, args=ocp.args.StandardRestore(abstract_like(template)))
+  except Exception as e:  # Orbax raises ValueError, OSError, ... with many-line messages
+    reason = (str(e).strip().splitlines() or [""])[0][:200]
+    raise CheckpointError(
+        f"the checkpoint {os.path.join(str(manager.directory), str(epoch))} cannot be "
+        f"restored ({type(e).__name__}: {reason}); it is damaged or of another model. "
+        "Move it out of the run folder to resume from the checkpoint before it") from None
 
 
 def abstract_like(state: State) -> State:
@@ -59,10 +84,10 @@ class RunCheckpoints:
     if newest is None:
       return None
     epoch, manager = newest
-    return manager.restore(epoch, args=ocp.args.StandardRestore(abstract_like(template)))
+    return _restore(manager, epoch, template)
 
   def restore_milestone(self, epoch: int, template: State) -> State:
-    return self.milestones.restore(epoch, args=ocp.args.StandardRestore(abstract_like(template)))
+    return _restore(self.milestones, epoch, template)
 
   def save_milestone(self, epoch: int, state) -> None:
     self.milestones.save(epoch, args=ocp.args.StandardSave(state))

@@ -20,13 +20,14 @@ from absl import logging as absl_logging
 
 from vae_jax import checkpoints, cli, input_pipeline, models, steps
 from vae_jax import config as config_lib
+from vae_jax import workdir as workdir_lib
 from vae_jax.config import Config, ConfigError
 from vae_jax.input_pipeline import to_float
 from vae_jax.models import IMAGE_SHAPE
 
 NUM_FEATURES = 128
 NUM_CLASSES = 10
-INFO_FILE = "classifier.json"
+INFO_FILE = workdir_lib.CLASSIFIER_FILE
 CHECKPOINT_DIR = "checkpoints"
 EVAL_BATCH = 500
 INIT_STREAM, SHUFFLE_STREAM = 0, 1  # folded out of PRNGKey(seed), like vae_jax.steps
@@ -206,6 +207,7 @@ def train_classifier(config: Config, workdir: str, overwrite: bool = False,
   Of config it uses dataset, epochs, batch_size, learning_rate, seed, train_examples,
   data_dir and manual_dir.
   """
+  refuse_run_folder(workdir)
   if has_classifier(workdir) and not overwrite:
     raise ConfigError(f"--workdir={workdir} already holds a trained classifier; "
                       "pass --overwrite to train a new one")
@@ -270,11 +272,19 @@ def has_classifier(workdir: str) -> bool:
   return os.path.isfile(os.path.join(workdir, INFO_FILE))
 
 
+def refuse_run_folder(workdir: str) -> None:
+  """A ConfigError if workdir holds a VAE run, whose checkpoints/ a classifier would replace."""
+  if os.path.isfile(os.path.join(workdir, config_lib.CONFIG_FILE)):
+    raise ConfigError(f"--workdir={workdir} holds a VAE run ({config_lib.CONFIG_FILE}), "
+                      "not a classifier; use another --workdir")
+
+
 def save_classifier(classifier: Classifier, workdir: str, info: Optional[dict] = None) -> None:
   """The params as an Orbax checkpoint in W/checkpoints/<epochs>, then W/classifier.json.
 
-  Replaces any classifier already there.
+  Replaces any classifier already there; refuses a VAE run's folder.
   """
+  refuse_run_folder(workdir)
   info = {"dataset": classifier.dataset, "epochs": 0, "test_accuracy": classifier.test_accuracy,
           **(info or {})}
   os.makedirs(workdir, exist_ok=True)
@@ -331,9 +341,11 @@ def config_from_flags() -> Config:
 
 
 def train_from_flags() -> None:
+  cli.refuse_unused(("epoch", "out", "classifier_workdir"), "vae_jax.classifier")
   config = config_from_flags()
   config_lib.validate(config)  # the same checks and messages as vae_jax.main's flags
   workdir = FLAGS.workdir or os.path.join("runs", f"classifier_{config.dataset}")
+  workdir_lib.ensure_dir(workdir, "workdir")  # before training, not after
   cli.run_reporting(lambda: train_classifier(config, workdir, overwrite=flag_value("overwrite")),
                     (ConfigError, input_pipeline.DataError))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any, Callable, NoReturn
 
@@ -49,8 +50,22 @@ def shared_value(name: str, default: Any) -> Any:
   return flag.value if flag.present else default
 
 
+def refuse_unused(names: tuple[str, ...], program: str) -> None:
+  """A ConfigError if any of these shared flags, which this program ignores, was given
+  (--epoch to vae_jax.main is most likely a typo of --epochs)."""
+  for name in names:
+    if flags.FLAGS[name].present:
+      hint = f" (did you mean --{name}s?)" if f"{name}s" in flags.FLAGS else ""
+      raise ConfigError(f"--{name} is not a flag of {program}{hint}")
+
+
 def fail(message: str) -> NoReturn:
-  print(f"error: {message}", file=sys.stderr)
+  """The one-line error, then exit status 2. Whatever background threads print while the
+  process shuts down (tensorstore's reads, still in flight after a failed restore, report
+  to an event loop Orbax has closed) is dropped: the error line stays the last word."""
+  print(f"error: {message}", file=sys.stderr, flush=True)
+  if sys.stderr is sys.__stderr__:  # not under a caller's capture (pytest's, say)
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stderr.fileno())
   sys.exit(USAGE_ERROR)
 
 

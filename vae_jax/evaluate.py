@@ -157,6 +157,7 @@ def evaluate_run(workdir: str, epoch: Optional[int] = None, num_importance_sampl
 def evaluate_from_flags() -> None:
   if not FLAGS.workdir:
     raise ConfigError("--workdir is required: the run folder to evaluate")
+  cli.refuse_unused(("out",), "vae_jax.evaluate")
   from vae_jax import input_pipeline
 
   cli.run_reporting(

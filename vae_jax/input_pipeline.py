@@ -42,6 +42,7 @@ def load_split(dataset: str, split: str, data_dir: Optional[str] = None,
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
   import tensorflow_datasets as tfds  # Heavy (imports TensorFlow): load lazily.
+  import requests  # what tfds downloads with
   from tensorflow_datasets.core.download.download_manager import NonMatchingChecksumError
 
   download_config = tfds.download.DownloadConfig(
@@ -53,7 +54,12 @@ def load_split(dataset: str, split: str, data_dir: Optional[str] = None,
     path = re.search(r"downloaded to (\S+?),", str(e))
     raise DataError(
         f"{path.group(1) if path else 'a ' + dataset + ' file'} failed tfds's checksum "
-        "check: it is corrupt or truncated; replace it with the official file") from e
+        f"check: it is not the official {dataset} file (corrupt, truncated, or of another "
+        "dataset); replace it with the official file") from e
+  except requests.exceptions.RequestException as e:
+    raise DataError(f"could not download {dataset} (no internet?); on a machine offline, "
+                    "pass --manual_dir=FOLDER holding the four official *-idx?-ubyte.gz "
+                    "files") from e
   # Fixed-size batches rather than batch_size=-1, which needs a known cardinality
   # (tfds.testing.mock_data has none).
   batches = list(tfds.as_numpy(data.batch(10_000)))

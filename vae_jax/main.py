@@ -64,6 +64,7 @@ def initialize_distributed() -> None:
 
 
 def train_from_flags() -> None:
+  cli.refuse_unused(("epoch", "out", "classifier_workdir"), "vae_jax.main")
   config = config_from_flags()
   config_lib.validate(config)  # before anything heavy is imported, loaded or compiled
   if config.dropped_milestones:

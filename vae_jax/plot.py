@@ -35,7 +35,10 @@ def redraw(workdir: str, epoch: Optional[int] = None, out: Optional[str] = None,
 def redraw_from_flags() -> None:
   if not FLAGS.workdir:
     raise ConfigError("--workdir is required: the run folder to redraw")
-  from vae_jax import input_pipeline
+  cli.refuse_unused(("classifier_workdir",), "vae_jax.plot")
+  from vae_jax import input_pipeline, workdir as workdir_lib
+  if FLAGS.out:
+    workdir_lib.ensure_dir(FLAGS.out, "out")
 
   def draw():
     for folder in redraw(FLAGS.workdir, FLAGS.epoch, FLAGS.out, FLAGS.data_dir, FLAGS.manual_dir):

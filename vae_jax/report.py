@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from typing import NamedTuple, Optional, Sequence
 
 import flax.linen as nn
@@ -200,9 +201,30 @@ def draw_manifold(state, model, config: Config, prior: LatentPrior, out: str, ru
 
 def write_milestone(state, model: nn.Module, config: Config, data, history: Sequence[dict],
                     workdir: str, epoch: int, mesh=None, out: Optional[str] = None) -> str:
-  """Draws every figure of this epoch and writes latents.npz; returns the folder."""
-  out = out or workdir_lib.plots_dir(workdir, epoch)
-  os.makedirs(out, exist_ok=True)
+  """Draws every figure of this epoch and writes latents.npz; returns the folder.
+
+  Into out if given; else into W/plots/epoch_EEE, which appears only once every figure
+  is drawn (they are drawn in a .partial folder first), so a run stopped while drawing
+  leaves no half-drawn folder behind, and a resume knows to draw it again.
+  """
+  if out is not None:
+    os.makedirs(out, exist_ok=True)
+    draw_figures(state, model, config, data, history, epoch, out, mesh)
+    return out
+  final = workdir_lib.plots_dir(workdir, epoch)
+  partial = final + ".partial"
+  shutil.rmtree(partial, ignore_errors=True)
+  os.makedirs(partial)
+  draw_figures(state, model, config, data, history, epoch, partial, mesh)
+  if os.path.isdir(final):
+    shutil.rmtree(final)
+  os.replace(partial, final)
+  return final
+
+
+def draw_figures(state, model: nn.Module, config: Config, data, history: Sequence[dict],
+                 epoch: int, out: str, mesh=None) -> None:
+  """Every figure of this epoch, and latents.npz, into the folder out."""
   run = f"{config.dataset} {config.model}/{config.arch}, z={config.latent_dim}, epoch {epoch}"
   val_means = encode_means(state, model, data.val.images, data.val.labels, config.batch_size, mesh)
   prior = model_prior(state, model, config, data.train, mesh)
@@ -231,4 +253,3 @@ def write_milestone(state, model: nn.Module, config: Config, data, history: Sequ
   plots.loss_curves([r for r in history if r["epoch"] <= epoch],
                     os.path.join(out, "loss_curves.png"), f"{run}: loss per image",
                     with_kl=model.variational)
-  return out

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import time
 from typing import Callable, NamedTuple
 
 import jax
 
 from vae_jax import checkpoints, models, parallel, report, steps, workdir as workdir_lib
-from vae_jax.config import Config, validate
+from vae_jax.config import Config, ConfigError, validate
 from vae_jax.input_pipeline import Split, binarize_fixed, load_split, train_split
 
 
@@ -51,14 +52,31 @@ def progress_line(row: dict[str, float], epochs: int, eta_seconds: float) -> str
           f"{row['seconds']:6.2f}s  eta {eta_seconds / 60:5.1f} min")
 
 
+def redraw_unfinished_figures(manager: checkpoints.RunCheckpoints, state: steps.TrainState,
+                              model, config: Config, data: Data, history: list[dict],
+                              workdir: str, mesh, log: Callable[[str], None]) -> None:
+  """Draws the figures of each saved milestone up to the restored epoch that has none
+  (the run was stopped while drawing them)."""
+  for epoch in manager.milestone_epochs():
+    if epoch <= int(state.epoch) and not os.path.isdir(workdir_lib.plots_dir(workdir, epoch)):
+      milestone = state if epoch == int(state.epoch) else manager.restore_milestone(epoch, state)
+      out = report.write_milestone(milestone, model, config, data, history, workdir, epoch, mesh)
+      log(f"milestone {epoch}: figures drawn in {out} (the run had stopped before they were)")
+
+
 def train_and_evaluate(config: Config, workdir: str, overwrite: bool = False,
                        log: Callable[[str], None] = print) -> steps.TrainState:
   """Trains (or resumes) a run in workdir; checkpoints and figures at each milestone."""
   validate(config)
   mesh = parallel.make_mesh(config.num_devices)
   parallel.check_batch_size(config.batch_size, mesh)
-  changed = workdir_lib.prepare(workdir, config, overwrite)
-  data = load_data(config)
+  changed = workdir_lib.check(workdir, config, overwrite)
+  saved = [] if overwrite else checkpoints.saved_epochs(workdir)
+  if saved and max(saved) > config.epochs:
+    raise ConfigError(f"--epochs={config.epochs}, but {workdir} already holds epoch "
+                      f"{max(saved)}; pass --epochs={max(saved)} or more to go on training it")
+  data = load_data(config)  # before anything in workdir changes: a data error loses nothing
+  workdir_lib.prepare(workdir, config, overwrite)
   model = models.make_model(config.model, config.arch, config.latent_dim)
   tx = steps.make_optimizer(config)
   fns = steps.compile_fns(model, tx, config, mesh)
@@ -70,6 +88,11 @@ def train_and_evaluate(config: Config, workdir: str, overwrite: bool = False,
     log(f"resuming from the checkpoint of epoch {start} in {workdir}"
         + (f" with changed settings: {'; '.join(changed)}" if changed else ""))
   history = workdir_lib.truncate_metrics(workdir, start)
+  redraw_unfinished_figures(manager, state, model, config, data, history, workdir, mesh, log)
+  if start == config.epochs:
+    manager.close()
+    log(f"{workdir} is already trained for {start} epochs; pass a larger --epochs to go on")
+    return state
   train_data, val_data = parallel.put_replicated(
       ((data.train.images, data.train.labels), (data.val.images, data.val.labels)), mesh)
   log(f"training {config.model}/{config.arch} z={config.latent_dim} on "

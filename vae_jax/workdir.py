@@ -12,6 +12,8 @@ from vae_jax.config import Config, ConfigError
 METRICS_FILE = "metrics.csv"
 METRICS_COLUMNS = ("epoch", "train_loss", "train_recon", "train_kl",
                    "val_loss", "val_recon", "val_kl", "seconds")
+# What marks a folder as vae_jax.classifier's (it is no VAE run, and a run is no classifier).
+CLASSIFIER_FILE = "classifier.json"
 RUN_CONTENTS = ("checkpoints", "checkpoints_latest", "plots", METRICS_FILE,
                 config_lib.CONFIG_FILE)
 
@@ -20,32 +22,50 @@ def plots_dir(workdir: str, epoch: int) -> str:
   return os.path.join(workdir, "plots", f"epoch_{epoch:03d}")
 
 
-def prepare(workdir: str, config: Config, overwrite: bool) -> list[str]:
-  """Writes config.json; refuses a workdir trained with other settings unless overwrite.
+def ensure_dir(path: str, flag: str) -> None:
+  """Creates the folder given as --flag (if needed); a one-line ConfigError if it cannot be one."""
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise ConfigError(f"--{flag}={path} is a file, not a folder")
+  try:
+    os.makedirs(path, exist_ok=True)
+  except OSError as e:
+    raise ConfigError(f"--{flag}={path} cannot be created ({e.strerror or e})") from None
 
-  With overwrite, any earlier run there is discarded: only the run's own files are
-  removed, nothing else in the folder.
-  Returns the resumable settings that changed (config_lib.RESUMABLE_FIELDS).
+
+def check(workdir: str, config: Config, overwrite: bool) -> list[str]:
+  """Whether a run with config may train in workdir; changes nothing there.
+
+  Refuses a file, a classifier's folder, and (unless overwrite) a run with other
+  settings. Returns the resumable settings that changed (config_lib.RESUMABLE_FIELDS).
   """
-  changed = []
-  if os.path.isfile(os.path.join(workdir, config_lib.CONFIG_FILE)):
-    old = config_lib.load(workdir)
-    differences = config_lib.differences(old, config)
-    changed = config_lib.differences(old, config, config_lib.RESUMABLE_FIELDS)
-    if differences and not overwrite:
-      raise ConfigError(
-          f"--workdir={workdir} holds a run with other settings ({'; '.join(differences)}); "
-          "use another --workdir, or --overwrite to discard that run")
-    if overwrite:
-      changed = []
-      for name in RUN_CONTENTS:
-        path = os.path.join(workdir, name)
-        if os.path.isdir(path):
-          shutil.rmtree(path)
-        elif os.path.exists(path):
-          os.remove(path)
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise ConfigError(f"--workdir={workdir} is a file, not a folder")
+  if os.path.isfile(os.path.join(workdir, CLASSIFIER_FILE)):
+    raise ConfigError(f"--workdir={workdir} holds a classifier ({CLASSIFIER_FILE}), not a "
+                      "VAE run; use another --workdir")
+  if not os.path.isfile(os.path.join(workdir, config_lib.CONFIG_FILE)):
+    return []
+  old = config_lib.load(workdir)
+  differences = config_lib.differences(old, config)
+  if differences and not overwrite:
+    raise ConfigError(
+        f"--workdir={workdir} holds a run with other settings ({'; '.join(differences)}); "
+        "use another --workdir, or --overwrite to discard that run")
+  return [] if overwrite else config_lib.differences(old, config, config_lib.RESUMABLE_FIELDS)
+
+
+def prepare(workdir: str, config: Config, overwrite: bool) -> None:
+  """Writes config.json, after check(); with overwrite, first discards any earlier run
+  there (only the run's own files, nothing else in the folder)."""
+  if overwrite:
+    for name in RUN_CONTENTS:
+      path = os.path.join(workdir, name)
+      if os.path.isdir(path):
+        shutil.rmtree(path)
+      elif os.path.exists(path):
+        os.remove(path)
+  ensure_dir(workdir, "workdir")
   config_lib.save(config, workdir)
-  return changed
 
 
 def read_metrics(workdir: str) -> list[dict[str, float]]:
@@ -53,8 +73,12 @@ def read_metrics(workdir: str) -> list[dict[str, float]]:
   if not os.path.isfile(path):
     return []
   with open(path, newline="") as f:
-    return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()}
-            for row in csv.DictReader(f)]
+    try:
+      return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()}
+              for row in csv.DictReader(f)]
+    except (TypeError, ValueError):  # a missing or non-numeric field
+      raise ConfigError(f"{path} is damaged (a row is incomplete or not numbers); repair the "
+                        "row, or move the file away to go on without the loss history") from None
 
 
 def write_metrics(workdir: str, rows: list[dict[str, float]]) -> None:
