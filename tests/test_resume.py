@@ -2,6 +2,7 @@
 
 import dataclasses
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -70,6 +71,30 @@ def test_sigkill_and_rerun_ends_bit_identical_to_an_uninterrupted_run(tmp_path, 
   assert workdir_lib.read_metrics(killed) == [
       dict(r, seconds=r2["seconds"]) for r, r2 in
       zip(workdir_lib.read_metrics(uninterrupted), workdir_lib.read_metrics(killed))]
+
+
+def test_ctrl_c_stops_at_the_epoch_end_with_that_epoch_saved(tmp_path, tfds_dir, mnist_dir):
+  config = small_config(tfds_dir, mnist_dir)
+  workdir = str(tmp_path / "run")
+  env = dict(os.environ, PYTHONPATH=REPO)
+  process = subprocess.Popen([sys.executable, "-m", "vae_jax.main", *cli_args(config, workdir)],
+                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 240
+  while len(workdir_lib.read_metrics(workdir)) < 2 and process.poll() is None and time.time() < deadline:
+    time.sleep(0.05)
+  process.send_signal(signal.SIGINT)
+  stderr = process.communicate(timeout=120)[1]
+  assert process.returncode == 130, stderr
+  assert "Traceback" not in stderr
+  last = stderr.strip().splitlines()[-1]
+  match = re.fullmatch(r"interrupted after epoch (\d), which is saved; the same command goes on "
+                       r"from there", last)
+  assert match, stderr
+  # The epoch it stopped after is the newest checkpoint, and the metrics end there too.
+  stopped = int(match.group(1))
+  assert 2 <= stopped < config.epochs
+  assert max(checkpoints.saved_epochs(workdir)) == stopped
+  assert workdir_lib.read_metrics(workdir)[-1]["epoch"] == stopped
 
 
 def test_half_written_checkpoint_is_never_restored(tmp_path, tfds_dir, mnist_dir):

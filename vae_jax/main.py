@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 from absl import app, flags
 
@@ -74,8 +75,18 @@ def train_from_flags() -> None:
     initialize_distributed()
   from vae_jax import input_pipeline, train  # Heavy imports (JAX, TensorFlow) after validation.
   workdir = FLAGS.workdir or config_lib.default_workdir(config)
-  cli.run_reporting(lambda: train.train_and_evaluate(config, workdir, overwrite=FLAGS.overwrite),
-                    (ConfigError, input_pipeline.DataError, train.NonFiniteLossError))
+  try:
+    cli.run_reporting(lambda: train.train_and_evaluate(config, workdir, overwrite=FLAGS.overwrite),
+                      (ConfigError, input_pipeline.DataError, train.NonFiniteLossError))
+  except train.Interrupted as e:  # Ctrl-C during training: stopped at an epoch's end
+    print(str(e), file=sys.stderr)
+    sys.exit(train.INTERRUPTED_STATUS)
+  except KeyboardInterrupt:  # Ctrl-C while loading or compiling
+    from vae_jax import checkpoints
+    saved = checkpoints.saved_epochs(workdir)
+    where = f"epoch {max(saved)}, the newest checkpoint" if saved else "the start (none saved yet)"
+    print(f"interrupted; the same command resumes from {where}", file=sys.stderr)
+    sys.exit(train.INTERRUPTED_STATUS)
 
 
 def main(argv: list[str]) -> None:

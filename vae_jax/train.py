@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
+import signal
+import threading
 import time
 from typing import Callable, NamedTuple
 
@@ -15,8 +18,42 @@ from vae_jax.config import Config, ConfigError, validate
 from vae_jax.input_pipeline import Split, binarize_fixed, load_split, train_split
 
 
+INTERRUPTED_STATUS = 128 + signal.SIGINT  # the shell's status for a process ended by Ctrl-C
+
+
 class NonFiniteLossError(RuntimeError):
   """Training produced NaN or Inf; the message names the epoch and the last good checkpoint."""
+
+
+class Interrupted(Exception):
+  """Ctrl-C stopped training at an epoch's end, with that epoch saved; the message says so."""
+
+
+@contextlib.contextmanager
+def stop_at_epoch_end(log: Callable[[str], None]):
+  """While active, a first Ctrl-C (SIGINT) asks training to stop once the current epoch
+  is done and saved: yields a function telling whether it was pressed. A second Ctrl-C
+  ends the process at once, as a kill would (a finished checkpoint survives that; one
+  being written is never restored). Outside the main thread, signals stay as they are."""
+  if threading.current_thread() is not threading.main_thread():
+    yield lambda: False
+    return
+  pressed = []
+
+  def at_once(signum, frame):
+    os.write(2, b"\nstopped at once; the same command resumes from the newest checkpoint\n")
+    os._exit(INTERRUPTED_STATUS)
+
+  def after_epoch(signum, frame):
+    pressed.append(True)
+    signal.signal(signal.SIGINT, at_once)
+    log("Ctrl-C: stopping once this epoch is done and saved (press it again to stop at once)")
+
+  previous = signal.signal(signal.SIGINT, after_epoch)
+  try:
+    yield lambda: bool(pressed)
+  finally:
+    signal.signal(signal.SIGINT, previous)
 
 
 class Data(NamedTuple):
@@ -50,6 +87,22 @@ def progress_line(row: dict[str, float], epochs: int, eta_seconds: float) -> str
           f"(recon {row['train_recon']:8.3f} kl {row['train_kl']:6.3f})  "
           f"val {row['val_loss']:8.3f} (recon {row['val_recon']:8.3f} kl {row['val_kl']:6.3f})  "
           f"{row['seconds']:6.2f}s  eta {eta_seconds / 60:5.1f} min")
+
+
+def train_one_epoch(fns, state: steps.TrainState, train_data, val_data, epoch: int,
+                    manager: checkpoints.RunCheckpoints) -> tuple[steps.TrainState, dict]:
+  """One compiled epoch and the validation pass -> (state, metrics row); NonFiniteLossError
+  if the loss is no longer finite."""
+  epoch_start = time.time()
+  state, train_terms = fns.train_epoch(state, *train_data)
+  val_terms = jax.block_until_ready(fns.evaluate(state, *val_data))
+  row = metrics_row(epoch, train_terms, val_terms, time.time() - epoch_start)
+  if not all(math.isfinite(v) for v in row.values()):
+    raise NonFiniteLossError(
+        f"epoch {epoch}: the loss became non-finite (train {row['train_loss']}, "
+        f"val {row['val_loss']}); training stopped. Last good checkpoint: "
+        f"{manager.newest_description()}. Try a smaller --learning_rate.")
+  return state, row
 
 
 def redraw_unfinished_figures(manager: checkpoints.RunCheckpoints, state: steps.TrainState,
@@ -99,28 +152,24 @@ def train_and_evaluate(config: Config, workdir: str, overwrite: bool = False,
       f"{len(data.train.images)} {config.dataset} images, {mesh.size} "
       f"{jax.default_backend()} device(s); epochs {start + 1}..{config.epochs}, "
       f"milestones {list(config.milestone_epochs)}; compiling...")
-  try:
-    run_start = time.time()
-    for epoch in range(start + 1, config.epochs + 1):
-      epoch_start = time.time()
-      state, train_terms = fns.train_epoch(state, *train_data)
-      val_terms = jax.block_until_ready(fns.evaluate(state, *val_data))
-      row = metrics_row(epoch, train_terms, val_terms, time.time() - epoch_start)
-      if not all(math.isfinite(v) for v in row.values()):
-        raise NonFiniteLossError(
-            f"epoch {epoch}: the loss became non-finite (train {row['train_loss']}, "
-            f"val {row['val_loss']}); training stopped. Last good checkpoint: "
-            f"{manager.newest_description()}. Try a smaller --learning_rate.")
-      history.append(row)
-      workdir_lib.write_metrics(workdir, history)
-      seconds_per_epoch = (time.time() - run_start) / (epoch - start)
-      log(progress_line(row, config.epochs, seconds_per_epoch * (config.epochs - epoch)))
-      if epoch in config.milestone_epochs:
-        manager.save_milestone(epoch, state)
-        out = report.write_milestone(state, model, config, data, history, workdir, epoch, mesh)
-        log(f"milestone {epoch}: checkpoint saved, figures in {out}")
-      elif epoch % config.checkpoint_every == 0:
-        manager.save_latest(epoch, state)
-  finally:
-    manager.close()  # waits for asynchronous saves, also when training stopped early
+  with stop_at_epoch_end(log) as stop_requested:  # also while close() waits for saves
+    try:
+      run_start = time.time()
+      for epoch in range(start + 1, config.epochs + 1):
+        state, row = train_one_epoch(fns, state, train_data, val_data, epoch, manager)
+        history.append(row)
+        workdir_lib.write_metrics(workdir, history)
+        seconds_per_epoch = (time.time() - run_start) / (epoch - start)
+        log(progress_line(row, config.epochs, seconds_per_epoch * (config.epochs - epoch)))
+        if epoch in config.milestone_epochs:
+          manager.save_milestone(epoch, state)
+          out = report.write_milestone(state, model, config, data, history, workdir, epoch, mesh)
+          log(f"milestone {epoch}: checkpoint saved, figures in {out}")
+        elif epoch % config.checkpoint_every == 0 or stop_requested():
+          manager.save_latest(epoch, state)
+        if stop_requested() and epoch < config.epochs:
+          raise Interrupted(f"interrupted after epoch {epoch}, which is saved; the same "
+                            "command goes on from there")
+    finally:
+      manager.close()  # waits for asynchronous saves, also when training stopped early
   return state
