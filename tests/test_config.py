@@ -62,6 +62,12 @@ def test_result_differences_ignore_epochs_and_paths():
       "latent_dim: 2 -> 3", "beta: 1.0 -> 2.0"]
 
 
+def test_all_training_images_equal_their_number_given_explicitly():
+  assert config_lib.differences(Config(), Config(train_examples=60_000)) == []
+  assert config_lib.differences(Config(), Config(train_examples=59_999)) == [
+      "train_examples: None -> 59999"]
+
+
 @pytest.mark.parametrize("text", ["{not json", "[1, 2]", '{"latent_dim": 2, "colour": 1, "epochs": [3'])
 def test_a_damaged_config_file_is_a_one_line_error(tmp_path, text):
   (tmp_path / config_lib.CONFIG_FILE).write_text(text)

@@ -1,6 +1,9 @@
 """evaluate_run's numbers against an independent float64 computation on the same checkpoint
 (a short run on the real MNIST files)."""
 
+import json
+import os
+
 import jax
 import numpy as np
 import pytest
@@ -45,6 +48,10 @@ def evaluated(tmp_path_factory, mnist_dir, tfds_dir):
 def test_evaluate_reports_the_mean_over_every_test_image(evaluated):
   result, x, mean, logvar, _ = evaluated
   assert result["num_test_images"] == len(x) == NUM_IMAGES
+  # A subset's numbers have their own file, beside (never over) the whole test set's.
+  with open(os.path.join(result["workdir"], f"eval_epoch_002_first{NUM_IMAGES}.json")) as f:
+    assert json.load(f)["test_elbo"] == result["test_elbo"]
+  assert not os.path.exists(os.path.join(result["workdir"], "eval_epoch_002.json"))
   kl = 0.5 * (np.exp(logvar) + mean ** 2 - 1.0 - logvar)  # closed form, per image and unit
   np.testing.assert_allclose(result["kl_per_dim"], kl.mean(axis=0), atol=1e-4)
   active = int((mean.var(axis=0) > 1e-2).sum())  # Burda et al.'s threshold

@@ -178,9 +178,13 @@ def load(workdir: str) -> Config:
 
 
 def differences(old: Config, new: Config, fields: tuple[str, ...] = RESULT_FIELDS) -> list[str]:
-  """The fields that differ, as 'name: old -> new'."""
+  """The fields that differ, as 'name: old -> new'. train_examples compares the images
+  used, so that all of them (None) equals their number given explicitly."""
+  def value(config: Config, name: str):
+    return config.num_train if name == "train_examples" else getattr(config, name)
+
   return [
       f"{name}: {getattr(old, name)!r} -> {getattr(new, name)!r}"
       for name in fields
-      if getattr(old, name) != getattr(new, name)
+      if value(old, name) != value(new, name)
   ]

@@ -147,7 +147,9 @@ def evaluate_run(workdir: str, epoch: Optional[int] = None, num_importance_sampl
   result.update(sample_quality(
       run, state, data, classifier_workdir or cli.default_classifier_workdir(run.config.dataset)))
   result["seconds"] = round(time.time() - start, 1)
-  with open(os.path.join(workdir, f"eval_epoch_{epoch:03d}.json"), "w") as f:
+  # A subset's numbers get their own file, so they never replace the whole test set's.
+  subset = f"_first{len(images)}" if len(images) < len(data.val.images) else ""
+  with open(os.path.join(workdir, f"eval_epoch_{epoch:03d}{subset}.json"), "w") as f:
     json.dump(result, f, indent=2)
     f.write("\n")
   run.manager.close()
