@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Test log-likelihood of the mlp VAE on dynamically binarized MNIST, latent_dim 2, 10, 50.
 # Usage: experiments/loglik/run.sh [EPOCHS] [TEST_IMAGES]   (from the repository root)
-# Writes runs/loglik_z*/ and prints one JSON line per model (also in eval_epoch_EEE.json).
+# Writes runs/loglik_z*/ and prints one JSON line per model (also in eval_epoch_EEE.json, or
+# eval_epoch_EEE_firstN.json when TEST_IMAGES is below 10,000).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 epochs="${1:-100}"

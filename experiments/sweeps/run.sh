@@ -32,7 +32,9 @@ run() {  # NAME DATASET EVAL_SAMPLES EVAL_IMAGES TRAIN_FLAGS...: train, evaluate
   mkdir -p runs
   ./run.sh --workdir="$workdir" --dataset="$dataset" --epochs="$epochs" --milestones=20,"$epochs" \
     --manual_dir="$data/$dataset" "$@" > "$workdir.log" 2>&1 || { tail -5 "$workdir.log"; exit 1; }
-  local evaluation="$workdir/eval_epoch_$(printf %03d "$epochs").json"
+  local subset=""  # evaluate names a file of fewer than the 10,000 test images after them
+  [ "$n" -lt 10000 ] && subset="_first$n"
+  local evaluation="$workdir/eval_epoch_$(printf %03d "$epochs")$subset.json"
   [ -f "$evaluation" ] || "$python" -m vae_jax.evaluate --workdir="$workdir" \
     --num_importance_samples="$k" --num_test_examples="$n" \
     --classifier_workdir="runs/classifier_$dataset" > /dev/null
