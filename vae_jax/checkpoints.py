@@ -9,7 +9,7 @@ import jax
 import orbax.checkpoint as ocp
 from absl import logging as absl_logging
 
-from vae_jax.config import ConfigError
+from vae_jax.config import ConfigError, first_line
 
 State = TypeVar("State")
 MILESTONE_DIR, LATEST_DIR = "checkpoints", "checkpoints_latest"
@@ -31,11 +31,10 @@ def _restore(manager: ocp.CheckpointManager, epoch: int, template: State) -> Sta
   try:
     return manager.restore(epoch, args=ocp.args.StandardRestore(abstract_like(template)))
   except Exception as e:  # Orbax raises ValueError, OSError, ... with many-line messages
-    reason = (str(e).strip().splitlines() or [""])[0][:200]
     raise CheckpointError(
         f"the checkpoint {os.path.join(str(manager.directory), str(epoch))} cannot be "
-        f"restored ({type(e).__name__}: {reason}); it is damaged or of another model. "
-        "Move it out of the run folder to resume from the checkpoint before it") from None
+        f"restored ({type(e).__name__}: {first_line(e)[:200]}); it is damaged or of another "
+        "model. Move it out of the run folder to resume from the checkpoint before it") from None
 
 
 def abstract_like(state: State) -> State:

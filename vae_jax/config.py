@@ -36,6 +36,11 @@ class ConfigError(ValueError):
   """A setting is invalid; the message is one line naming the flag."""
 
 
+def first_line(error: BaseException) -> str:
+  """The first line of an error's message (or its type's name), for a one-line error."""
+  return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
   """Every setting of a training run; built by main.py, stored as config.json."""

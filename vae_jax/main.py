@@ -58,10 +58,9 @@ def initialize_distributed() -> None:
   try:
     jax.distributed.initialize()
   except (ValueError, RuntimeError) as e:
-    reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
-    raise ConfigError(f"--distributed: jax.distributed.initialize() failed ({reason}); "
-                      "launch every process under SLURM or on a TPU pod slice, as the "
-                      "README's multi-host section shows") from None
+    raise ConfigError(f"--distributed: jax.distributed.initialize() failed "
+                      f"({config_lib.first_line(e)}); launch every process under SLURM or "
+                      "on a TPU pod slice, as the README's multi-host section shows") from None
 
 
 def train_from_flags() -> None:

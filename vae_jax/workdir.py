@@ -22,10 +22,15 @@ def plots_dir(workdir: str, epoch: int) -> str:
   return os.path.join(workdir, "plots", f"epoch_{epoch:03d}")
 
 
-def ensure_dir(path: str, flag: str) -> None:
-  """Creates the folder given as --flag (if needed); a one-line ConfigError if it cannot be one."""
+def refuse_file(path: str, flag: str) -> None:
+  """A ConfigError if the folder given as --flag is a file."""
   if os.path.exists(path) and not os.path.isdir(path):
     raise ConfigError(f"--{flag}={path} is a file, not a folder")
+
+
+def ensure_dir(path: str, flag: str) -> None:
+  """Creates the folder given as --flag (if needed); a one-line ConfigError if it cannot be one."""
+  refuse_file(path, flag)
   try:
     os.makedirs(path, exist_ok=True)
   except OSError as e:
@@ -38,8 +43,7 @@ def check(workdir: str, config: Config, overwrite: bool) -> list[str]:
   Refuses a file, a classifier's folder, and (unless overwrite) a run with other
   settings. Returns the resumable settings that changed (config_lib.RESUMABLE_FIELDS).
   """
-  if os.path.exists(workdir) and not os.path.isdir(workdir):
-    raise ConfigError(f"--workdir={workdir} is a file, not a folder")
+  refuse_file(workdir, "workdir")
   if os.path.isfile(os.path.join(workdir, CLASSIFIER_FILE)):
     raise ConfigError(f"--workdir={workdir} holds a classifier ({CLASSIFIER_FILE}), not a "
                       "VAE run; use another --workdir")
