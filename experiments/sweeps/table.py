@@ -1,6 +1,6 @@
 """Prints the markdown results table of a sweep: python experiments/sweeps/table.py DIR [DIR ...].
 
-Each DIR holds a run's config.json, metrics.csv and eval_epoch_EEE.json (copied there by
+Each DIR holds a run's config.json, metrics.csv and eval_epoch_EEE[_firstN].json (copied there by
 experiments/sweeps/run.sh).
 """
 
