@@ -36,7 +36,9 @@ def test_four_devices_give_the_losses_of_one(tfds_dir, mnist_dir):
     assert len(rows["1"]) == len(rows["4"]) == 2
     for one, four in zip(rows["1"], rows["4"]):
       for key in ("train_loss", "train_recon", "train_kl", "val_loss", "val_recon", "val_kl"):
-        assert abs(one[key] - four[key]) <= 1e-3 * abs(one[key]) + 1e-4, (arch, key, one, four)
+        # Measured: at most 1e-7 (mlp) and 9e-6 (conv) relative, from the summation
+        # order of the gradient's all-reduce; a lost or doubled shard is off by far more.
+        assert abs(one[key] - four[key]) <= 1e-4 * abs(one[key]) + 1e-5, (arch, key, one, four)
 
 
 def test_batch_size_not_divisible_by_the_devices_is_a_clear_error(tmp_path):
