@@ -205,8 +205,9 @@ def test_figures_cut_short_are_drawn_on_resume_and_a_lower_epochs_is_refused(tmp
   assert config_lib.load(workdir).epochs == 2
 
 
-# tensorstore's reads still in flight when the restore fails report to a closed event loop.
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+# tensorstore's reads still in flight when the restore fails report to a closed event
+# loop; checkpoints drops those reports, so pytest must not see them either.
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
 def test_a_damaged_checkpoint_is_one_line_naming_it(tmp_path, tfds_dir, mnist_dir):
   config = small_config(tfds_dir, mnist_dir, epochs=1, milestones=(1,))
   workdir = str(tmp_path / "run")
@@ -223,9 +224,16 @@ def test_a_damaged_checkpoint_is_one_line_naming_it(tmp_path, tfds_dir, mnist_di
     restore.restore(run, 1)
   message = str(error.value)
   assert "\n" not in message and step in message and "Move it out" in message
+  longer = dataclasses.replace(config, epochs=2, milestones=(2,))
   with pytest.raises(checkpoints.CheckpointError):
-    train.train_and_evaluate(dataclasses.replace(config, epochs=2, milestones=(2,)), workdir,
-                             log=lambda _: None)
+    train.train_and_evaluate(longer, workdir, log=lambda _: None)
+  # From the command line: the error line and nothing else (no stray tracebacks).
+  result = subprocess.run([sys.executable, "-m", "vae_jax.main", *cli_args(longer, workdir)],
+                          env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, text=True,
+                          timeout=300)
+  assert result.returncode == 2
+  lines = result.stderr.splitlines()
+  assert len(lines) == 1 and lines[0].startswith(f"error: the checkpoint {step} cannot"), lines
 
 
 def test_a_damaged_metrics_file_is_one_line(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from typing import Optional, TypeVar
 
 import jax
@@ -27,7 +28,30 @@ def saved_epochs(workdir: str) -> list[int]:
                 for name in os.listdir(os.path.join(workdir, d)) if name.isdigit())
 
 
+def _is_late_read(unraisable) -> bool:
+  """tensorstore's reads still in flight when a restore fails report to the event loop
+  Orbax has already closed: a RuntimeError nobody can catch, printed as a traceback."""
+  return (isinstance(unraisable.exc_value, RuntimeError)
+          and str(unraisable.exc_value) == "Event loop is closed")
+
+
+def _drop_late_reads() -> None:
+  """Keeps those tracebacks away from a damaged checkpoint's one-line error; every other
+  unraisable exception still goes to the hook that was there."""
+  previous = sys.unraisablehook
+  if getattr(previous, "drops_late_reads", False):
+    return
+
+  def hook(unraisable):
+    if not _is_late_read(unraisable):
+      previous(unraisable)
+
+  hook.drops_late_reads = True
+  sys.unraisablehook = hook
+
+
 def _restore(manager: ocp.CheckpointManager, epoch: int, template: State) -> State:
+  _drop_late_reads()
   try:
     return manager.restore(epoch, args=ocp.args.StandardRestore(abstract_like(template)))
   except Exception as e:  # Orbax raises ValueError, OSError, ... with many-line messages

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Any, Callable, NoReturn
 
@@ -60,12 +59,8 @@ def refuse_unused(names: tuple[str, ...], program: str) -> None:
 
 
 def fail(message: str) -> NoReturn:
-  """The one-line error, then exit status 2. Whatever background threads print while the
-  process shuts down (tensorstore's reads, still in flight after a failed restore, report
-  to an event loop Orbax has closed) is dropped: the error line stays the last word."""
+  """The one-line error, then exit status 2."""
   print(f"error: {message}", file=sys.stderr, flush=True)
-  if sys.stderr is sys.__stderr__:  # not under a caller's capture (pytest's, say)
-    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stderr.fileno())
   sys.exit(USAGE_ERROR)
 
 
