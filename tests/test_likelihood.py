@@ -119,6 +119,15 @@ def test_log_mean_exp_reduces_the_given_axis_and_has_finite_gradients():
   assert float(grad[1, 2]) == 0.0
 
 
+def test_log_mean_exp_of_only_minus_inf_is_minus_inf_with_a_zero_gradient():
+  x = jnp.asarray([[-np.inf, -np.inf], [0.0, 1.0]], jnp.float32)
+  got = likelihood.log_mean_exp(x, axis=1)
+  assert float(got[0]) == -np.inf
+  grad = jax.grad(lambda v: likelihood.log_mean_exp(v, axis=1).sum())(x)
+  np.testing.assert_array_equal(grad[0], [0.0, 0.0])
+  np.testing.assert_allclose(grad[1], special.softmax([0.0, 1.0]), rtol=1e-6)
+
+
 def test_log_normal_matches_scipy():
   rng = np.random.default_rng(2)
   z, mean, logvar = rng.normal(size=(3, 4)), rng.normal(size=(3, 4)), rng.normal(size=(3, 4))
