@@ -2,6 +2,7 @@
 
 import os
 
+import flax.linen as nn
 import jax
 import numpy as np
 import pytest
@@ -106,6 +107,41 @@ def test_checkpoint_round_trip_is_bit_identical(tmp_path):
     assert a.dtype == b.dtype
     np.testing.assert_array_equal(a, b)
   assert int(restored.epoch) == 1 and int(restored.step) == 4
+
+
+class WideTrunk(nn.Module):
+  """The README's example architecture ("Extending"): 784 (+ label) -> 64, ReLU."""
+
+  @nn.compact
+  def __call__(self, images, condition=None):
+    x = models.with_condition(images.reshape((images.shape[0], -1)), condition)
+    return nn.relu(nn.Dense(64)(x))
+
+
+class WideDecoder(nn.Module):
+  @nn.compact
+  def __call__(self, z, condition=None):
+    x = nn.relu(nn.Dense(64)(models.with_condition(z, condition)))
+    return nn.Dense(784)(x).reshape((z.shape[0],) + models.IMAGE_SHAPE)
+
+
+@pytest.mark.parametrize("model_name", ["vae", "cvae"])
+def test_a_new_architecture_registered_as_the_readme_says_trains_and_redraws(
+    tmp_path, mock_mnist, monkeypatch, model_name):
+  monkeypatch.setitem(models.TRUNKS, "wide", WideTrunk)
+  monkeypatch.setitem(models.DECODERS, "wide", WideDecoder)
+  monkeypatch.setattr(config_lib, "ARCHS", config_lib.ARCHS + ("wide",))
+  workdir = str(tmp_path / "run")
+  run_entry_point(main.main, [f"--workdir={workdir}", "--arch=wide", f"--model={model_name}",
+                              "--epochs=2", "--milestones=2", "--batch_size=16",
+                              f"--data_dir={tmp_path / 'tfds'}"])
+  losses = [r["train_loss"] for r in workdir_lib.read_metrics(workdir)]
+  assert len(losses) == 2 and np.isfinite(losses).all()
+  assert checkpoints.RunCheckpoints(workdir, read_only=True).milestone_epochs() == [2]
+  out = tmp_path / "redrawn"
+  run_entry_point(plot.main, [f"--workdir={workdir}", "--epoch=2", f"--out={out}"])
+  for name in FIGURES:
+    assert (out / name).stat().st_size > 0, name
 
 
 def test_plot_names_the_saved_epochs(tmp_path, mock_mnist, capsys):

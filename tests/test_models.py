@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from vae_jax import config as config_lib
 from vae_jax import losses, models
 
 
@@ -150,3 +151,9 @@ def test_unconditional_models_ignore_labels(model_name):
   without = model.apply({"params": params}, images, key)
   for a, b in zip(jax.tree.leaves(with_labels), jax.tree.leaves(without)):
     np.testing.assert_array_equal(a, b)
+
+
+def test_the_flags_offer_exactly_the_registered_models_and_architectures():
+  # Adding a model or an architecture means one entry on each side (README, "Extending").
+  assert config_lib.MODELS == tuple(models.MODELS)
+  assert config_lib.ARCHS == tuple(models.TRUNKS) == tuple(models.DECODERS)
