@@ -110,7 +110,7 @@ def test_checkpoint_round_trip_is_bit_identical(tmp_path):
 
 
 class WideTrunk(nn.Module):
-  """The README's example architecture ("Extending"): 784 (+ label) -> 64, ReLU."""
+  """The README's example architecture ("Extending"), 64 units wide instead of 1024."""
 
   @nn.compact
   def __call__(self, images, condition=None):
