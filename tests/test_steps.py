@@ -96,7 +96,8 @@ def test_whole_epoch_scan_is_bit_identical_to_per_step_training(model_name, arch
   images = jnp.asarray(fake_digits(100))  # 100 = 3 batches of 32 + 4 dropped
   labels = jnp.asarray(fake_labels(100)) if model.conditional else None
   epoch = jax.jit(functools.partial(steps.train_epoch, model=model, tx=tx, beta=1.0,
-                                    batch_size=32))
+                                    batch_size=32),
+                  compiler_options=steps.epoch_compiler_options())  # as compile_fns does
   train_step = functools.partial(steps.train_step, model=model, tx=tx, beta=1.0)
   scanned, terms = epoch(state, images, labels)
 
