@@ -197,7 +197,7 @@ def train_epoch(state: TrainState, images_u8: jax.Array, labels: jax.Array, key:
 def compile_epoch(model: DigitNet, tx: optax.GradientTransformation, batch_size: int) -> Callable:
   """(state, images_u8, labels, key) -> (state, mean loss); donates the state."""
   return jax.jit(functools.partial(train_epoch, model=model, tx=tx, batch_size=batch_size),
-                 donate_argnums=0)
+                 donate_argnums=0, compiler_options=steps.epoch_compiler_options())
 
 
 def train_classifier(config: Config, workdir: str, overwrite: bool = False,

@@ -143,10 +143,12 @@ def evaluate(state: TrainState, images_u8: jax.Array, labels: Optional[jax.Array
 
 
 def epoch_compiler_options() -> Optional[dict[str, Any]]:
-  """XLA options for the scanned epoch. On CPU: copy insertion with the region-based
-  live-range analysis (which XLA:GPU offers too) finds that about a third of the copies
-  XLA:CPU puts in the loop body are not needed, e.g. of weights updated in place; the mlp
-  trains about 4% faster (experiments/benchmark.md). The arithmetic is unchanged."""
+  """XLA options for a scanned training epoch (the VAE's here, and the classifier's).
+
+  On CPU: copy insertion with the region-based live-range analysis (which XLA:GPU offers
+  too) finds that about a third of the copies XLA:CPU puts in the loop body are not
+  needed, e.g. of weights updated in place; the mlp trains about 4% faster
+  (experiments/benchmark.md). The arithmetic is unchanged."""
   if jax.default_backend() != "cpu":
     return None
   return {"xla_cpu_copy_insertion_use_region_analysis": True}
