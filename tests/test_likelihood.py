@@ -96,7 +96,7 @@ def gaps(ppca) -> dict[int, np.ndarray]:
 
 @pytest.mark.parametrize("values", [[1000.0, 1000.0], [-1e30, 0.0], [-np.inf, -np.inf],
                                     [-np.inf, 0.0], [np.inf, 0.0], [88.0, 89.0, -3.0],
-                                    [-2000.0, -2001.0]])
+                                    [-2000.0, -2001.0], [1.0, np.nan, 2.0]])
 def test_log_mean_exp_is_stable_and_matches_scipy(values):
   x = np.asarray(values, np.float64)
   with np.errstate(divide="ignore"):    # scipy warns on log(0) for the all -inf case
@@ -104,6 +104,8 @@ def test_log_mean_exp_is_stable_and_matches_scipy(values):
   got = float(likelihood.log_mean_exp(jnp.asarray(x, jnp.float32), axis=0))
   if np.isneginf(expected):
     assert got == -np.inf
+  elif np.isnan(expected):  # a broken weight must show, not read as log p = -inf
+    assert np.isnan(got)
   else:
     np.testing.assert_allclose(got, expected, rtol=1e-6)
 

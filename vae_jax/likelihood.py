@@ -34,11 +34,11 @@ def _finite_max(x: jax.Array, axis: int) -> jax.Array:
 
 def log_sum_exp(x: jax.Array, axis: int = 0) -> jax.Array:
   """log sum exp(x) over axis, max-shifted: exact for huge entries; -inf if all are -inf
-  (with a zero gradient there, not 0 * inf = NaN)."""
+  (with a zero gradient there, not 0 * inf = NaN); NaN if any entry is NaN."""
   m = _finite_max(x, axis)
   total = jnp.sum(jnp.exp(x - m), axis=axis)
-  some = total > 0
-  return jnp.squeeze(m, axis) + jnp.where(some, jnp.log(jnp.where(some, total, 1.0)), -jnp.inf)
+  empty = total == 0  # only -inf entries (a NaN total is not, and stays NaN)
+  return jnp.squeeze(m, axis) + jnp.where(empty, -jnp.inf, jnp.log(jnp.where(empty, 1.0, total)))
 
 
 def log_mean_exp(x: jax.Array, axis: int = 0) -> jax.Array:
