@@ -30,7 +30,9 @@ NUM_CLASSES = 10
 INFO_FILE = workdir_lib.CLASSIFIER_FILE
 CHECKPOINT_DIR = "checkpoints"
 EVAL_BATCH = 500
-INIT_STREAM, SHUFFLE_STREAM = 0, 1  # folded out of PRNGKey(seed), like vae_jax.steps
+# Folded out of PRNGKey(seed). The classifier is a program of its own, so its keys may
+# coincide with a VAE run's of the same seed (they do: split = fold_in 0 and 1).
+INIT_STREAM, SHUFFLE_STREAM = 0, 1
 
 # This entry point's defaults. vae_jax.main (and others) define flags of the same names, and
 # absl allows one definition per name in a process; see cli.define_shared.

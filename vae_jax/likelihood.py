@@ -62,7 +62,7 @@ def sample_noise(key: jax.Array, k: jax.Array, shape: tuple[int, ...],
 
   So an estimate does not depend on how its samples are chunked. It does depend on the
   batch shape: a caller evaluating a split folds the batch index into key (as
-  steps.evaluate does) and gets the same numbers for the same batching.
+  evaluate.evaluate_run does) and gets the same numbers for the same batching.
   """
   return jax.random.normal(jax.random.fold_in(key, k), shape, dtype)
 
