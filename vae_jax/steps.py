@@ -18,7 +18,7 @@ from vae_jax.input_pipeline import to_float
 # Independent random streams, so that each is a pure function of (seed, step or epoch)
 # and a resumed run draws the same numbers. All but one are folded out of the run's base
 # key (state.rng); FIGURE_STREAM is folded out of PRNGKey(seed) itself
-# (report.prior_samples), because a redraw from a checkpoint has the seed at hand.
+# (report.prior_samples), which differs from state.rng (PRNGKey(seed) folded with 1).
 SAMPLE_STREAM, SHUFFLE_STREAM, EVAL_STREAM, FIGURE_STREAM, BINARIZE_STREAM = 0, 1, 2, 3, 4
 
 
