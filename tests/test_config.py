@@ -62,6 +62,12 @@ def test_result_differences_ignore_epochs_and_paths():
       "latent_dim: 2 -> 3", "beta: 1.0 -> 2.0"]
 
 
+def test_every_setting_either_defines_the_run_or_may_change_on_resume():
+  # A new Config field must be sorted into one of the two lists (or resumes go unchecked).
+  fields = [f.name for f in dataclasses.fields(Config)]
+  assert sorted(config_lib.RESULT_FIELDS + config_lib.RESUMABLE_FIELDS) == sorted(fields)
+
+
 def test_all_training_images_equal_their_number_given_explicitly():
   assert config_lib.differences(Config(), Config(train_examples=60_000)) == []
   assert config_lib.differences(Config(), Config(train_examples=59_999)) == [

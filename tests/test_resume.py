@@ -242,3 +242,63 @@ def test_a_damaged_metrics_file_is_one_line(tmp_path):
     f.write("2,150.5,140.1\n")  # a row cut short
   with pytest.raises(ConfigError, match="metrics.csv is damaged"):
     workdir_lib.read_metrics(str(tmp_path))
+
+
+def test_a_metrics_file_without_its_header_is_one_line(tmp_path):
+  workdir_lib.write_metrics(str(tmp_path), [dict.fromkeys(workdir_lib.METRICS_COLUMNS, 1)])
+  path = tmp_path / workdir_lib.METRICS_FILE
+  path.write_text("".join(path.read_text().splitlines(keepends=True)[1:]))  # header lost
+  with pytest.raises(ConfigError, match="metrics.csv is damaged .its header"):
+    workdir_lib.read_metrics(str(tmp_path))
+
+
+def test_a_run_stopped_before_its_last_milestone_gets_one_at_a_lower_epochs(tmp_path, tfds_dir,
+                                                                          mnist_dir):
+  # A run stopped after epoch 2 of 4 (what Ctrl-C leaves: only checkpoints_latest/2),
+  # then declared done at --epochs=2: epoch 2 is now its last epoch, so it gets the
+  # milestone checkpoint and figures that the last epoch always gets.
+  config = small_config(tfds_dir, mnist_dir, epochs=4, milestones=(4,), checkpoint_every=2)
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(config, workdir, log=lambda _: None)
+  shutil.rmtree(os.path.join(workdir, checkpoints.MILESTONE_DIR, "4"))
+  shutil.rmtree(workdir_lib.plots_dir(workdir, 4))
+  assert checkpoints.saved_epochs(workdir) == [2]
+  lines = []
+  done = dataclasses.replace(config, epochs=2, milestones=(2,))
+  train.train_and_evaluate(done, workdir, log=lines.append)
+  assert any(l.startswith("milestone 2: checkpoint saved") for l in lines), lines
+  assert checkpoints.RunCheckpoints(workdir, read_only=True).milestone_epochs() == [2]
+  assert "latent_scatter.png" in os.listdir(workdir_lib.plots_dir(workdir, 2))
+  assert config_lib.load(workdir).epochs == 2
+
+  # Done now: the same command, or one with another learning rate, changes nothing.
+  before = (workdir_lib.read_metrics(workdir), config_lib.load(workdir))
+  lines = []
+  train.train_and_evaluate(dataclasses.replace(done, learning_rate=0.5), workdir, log=lines.append)
+  assert lines == [f"{workdir} is already trained for 2 epochs; pass a larger --epochs to go on"]
+  assert (workdir_lib.read_metrics(workdir), config_lib.load(workdir)) == before
+
+
+def test_a_folder_with_run_files_but_no_config_is_refused_and_kept(tmp_path, tfds_dir, mnist_dir):
+  # Not a vae_jax run: neither training nor --overwrite reads or removes anything of it.
+  folder = tmp_path / "thesis"
+  (folder / "plots").mkdir(parents=True)
+  (folder / "plots" / "figure_3.txt").write_text("mine")
+  (folder / "metrics.csv").write_text("a,b\n1,2\n")
+  config = small_config(tfds_dir, mnist_dir, epochs=1, milestones=(1,))
+  for overwrite in (False, True):
+    with pytest.raises(ConfigError, match=r"holds plots, metrics.csv but no config.json"):
+      train.train_and_evaluate(config, str(folder), overwrite=overwrite, log=lambda _: None)
+  assert sorted(os.listdir(folder)) == ["metrics.csv", "plots"]
+  assert (folder / "plots" / "figure_3.txt").read_text() == "mine"
+
+
+def test_overwrite_also_discards_the_old_runs_evaluations(tmp_path):
+  # The evaluate and generate outputs of the discarded run must not sit beside the new one.
+  config = Config(epochs=1, milestones=(1,))
+  config_lib.save(config, str(tmp_path))
+  for name in ("eval_epoch_001_first20.json", "generated_epoch_001.png", "notes.txt"):
+    (tmp_path / name).write_text("x")
+  workdir_lib.prepare(str(tmp_path), dataclasses.replace(config, beta=3.0), overwrite=True)
+  assert sorted(os.listdir(tmp_path)) == ["config.json", "notes.txt"]
+  assert config_lib.load(str(tmp_path)).beta == 3.0

@@ -29,7 +29,8 @@ RESULT_FIELDS = (
     "dataset", "model", "arch", "latent_dim", "batch_size", "beta", "seed", "train_examples",
     "binarize",
 )
-RESUMABLE_FIELDS = ("learning_rate", "epochs", "milestones", "checkpoint_every")
+RESUMABLE_FIELDS = ("learning_rate", "epochs", "milestones", "checkpoint_every", "num_devices",
+                    "data_dir", "manual_dir")
 
 
 class ConfigError(ValueError):

@@ -117,6 +117,15 @@ def redraw_unfinished_figures(manager: checkpoints.RunCheckpoints, state: steps.
       log(f"milestone {epoch}: figures drawn in {out} (the run had stopped before they were)")
 
 
+def save_milestone(manager: checkpoints.RunCheckpoints, state: steps.TrainState, model,
+                   config: Config, data: Data, history: list[dict], workdir: str, epoch: int,
+                   mesh, log: Callable[[str], None]) -> None:
+  """The milestone checkpoint of epoch and its figures."""
+  manager.save_milestone(epoch, state)
+  out = report.write_milestone(state, model, config, data, history, workdir, epoch, mesh)
+  log(f"milestone {epoch}: checkpoint saved, figures in {out}")
+
+
 def train_and_evaluate(config: Config, workdir: str, overwrite: bool = False,
                        log: Callable[[str], None] = print) -> steps.TrainState:
   """Trains (or resumes) a run in workdir; checkpoints and figures at each milestone."""
@@ -129,7 +138,10 @@ def train_and_evaluate(config: Config, workdir: str, overwrite: bool = False,
     raise ConfigError(f"--epochs={config.epochs}, but {workdir} already holds epoch "
                       f"{max(saved)}; pass --epochs={max(saved)} or more to go on training it")
   data = load_data(config)  # before anything in workdir changes: a data error loses nothing
-  workdir_lib.prepare(workdir, config, overwrite)
+  # A command with nothing to train leaves config.json as the run's training left it.
+  finished = config.epochs in ([] if overwrite else checkpoints.saved_epochs(
+      workdir, (checkpoints.MILESTONE_DIR,)))
+  workdir_lib.prepare(workdir, config, overwrite, write_config=not finished)
   model = models.make_model(config.model, config.arch, config.latent_dim)
   tx = steps.make_optimizer(config)
   fns = steps.compile_fns(model, tx, config, mesh)
@@ -137,15 +149,17 @@ def train_and_evaluate(config: Config, workdir: str, overwrite: bool = False,
   fresh = parallel.put_replicated(steps.init_state(model, tx, config.seed), mesh)
   state = manager.restore_newest(fresh) or fresh
   start = int(state.epoch)
-  if start:
-    log(f"resuming from the checkpoint of epoch {start} in {workdir}"
-        + (f" with changed settings: {'; '.join(changed)}" if changed else ""))
   history = workdir_lib.truncate_metrics(workdir, start)
   redraw_unfinished_figures(manager, state, model, config, data, history, workdir, mesh, log)
   if start == config.epochs:
+    if start not in manager.milestone_epochs():  # stopped there, now the run's last epoch
+      save_milestone(manager, state, model, config, data, history, workdir, start, mesh, log)
     manager.close()
     log(f"{workdir} is already trained for {start} epochs; pass a larger --epochs to go on")
     return state
+  if start:
+    log(f"resuming from the checkpoint of epoch {start} in {workdir}"
+        + (f" with changed settings: {'; '.join(changed)}" if changed else ""))
   train_data, val_data = parallel.put_replicated(
       ((data.train.images, data.train.labels), (data.val.images, data.val.labels)), mesh)
   log(f"training {config.model}/{config.arch} z={config.latent_dim} on "
@@ -162,9 +176,7 @@ def train_and_evaluate(config: Config, workdir: str, overwrite: bool = False,
         seconds_per_epoch = (time.time() - run_start) / (epoch - start)
         log(progress_line(row, config.epochs, seconds_per_epoch * (config.epochs - epoch)))
         if epoch in config.milestone_epochs:
-          manager.save_milestone(epoch, state)
-          out = report.write_milestone(state, model, config, data, history, workdir, epoch, mesh)
-          log(f"milestone {epoch}: checkpoint saved, figures in {out}")
+          save_milestone(manager, state, model, config, data, history, workdir, epoch, mesh, log)
         elif epoch % config.checkpoint_every == 0 or stop_requested():
           manager.save_latest(epoch, state)
         if stop_requested() and epoch < config.epochs:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import glob
 import os
 import shutil
 
@@ -16,6 +17,8 @@ METRICS_COLUMNS = ("epoch", "train_loss", "train_recon", "train_kl",
 CLASSIFIER_FILE = "classifier.json"
 RUN_CONTENTS = ("checkpoints", "checkpoints_latest", "plots", METRICS_FILE,
                 config_lib.CONFIG_FILE)
+# What vae_jax.evaluate and vae_jax.generate write into a run: results of that run only.
+RUN_RESULTS = ("eval_epoch_*.json", "generated_*.png")
 
 
 def plots_dir(workdir: str, epoch: int) -> str:
@@ -40,14 +43,21 @@ def ensure_dir(path: str, flag: str) -> None:
 def check(workdir: str, config: Config, overwrite: bool) -> list[str]:
   """Whether a run with config may train in workdir; changes nothing there.
 
-  Refuses a file, a classifier's folder, and (unless overwrite) a run with other
-  settings. Returns the resumable settings that changed (config_lib.RESUMABLE_FIELDS).
+  Refuses a file, a classifier's folder, a folder that holds files of a run's names but
+  no config.json (not a run: nothing of it is read or discarded), and (unless overwrite)
+  a run with other settings. Returns the resumable settings that changed
+  (config_lib.RESUMABLE_FIELDS).
   """
   refuse_file(workdir, "workdir")
   if os.path.isfile(os.path.join(workdir, CLASSIFIER_FILE)):
     raise ConfigError(f"--workdir={workdir} holds a classifier ({CLASSIFIER_FILE}), not a "
                       "VAE run; use another --workdir")
   if not os.path.isfile(os.path.join(workdir, config_lib.CONFIG_FILE)):
+    found = [name for name in RUN_CONTENTS if os.path.exists(os.path.join(workdir, name))]
+    if found:
+      raise ConfigError(f"--workdir={workdir} holds {', '.join(found)} but no "
+                        f"{config_lib.CONFIG_FILE}, so it is not a vae_jax run; use another "
+                        "--workdir")
     return []
   old = config_lib.load(workdir)
   differences = config_lib.differences(old, config)
@@ -58,18 +68,21 @@ def check(workdir: str, config: Config, overwrite: bool) -> list[str]:
   return [] if overwrite else config_lib.differences(old, config, config_lib.RESUMABLE_FIELDS)
 
 
-def prepare(workdir: str, config: Config, overwrite: bool) -> None:
-  """Writes config.json, after check(); with overwrite, first discards any earlier run
-  there (only the run's own files, nothing else in the folder)."""
+def prepare(workdir: str, config: Config, overwrite: bool, write_config: bool = True) -> None:
+  """Creates the folder and writes config.json (unless not write_config), after check();
+  with overwrite, first discards any earlier run there: the run's own files and the
+  results evaluated from it, nothing else in the folder."""
   if overwrite:
-    for name in RUN_CONTENTS:
-      path = os.path.join(workdir, name)
+    for path in [os.path.join(workdir, name) for name in RUN_CONTENTS] + [
+        path for pattern in RUN_RESULTS
+        for path in glob.glob(os.path.join(glob.escape(workdir), pattern))]:
       if os.path.isdir(path):
         shutil.rmtree(path)
       elif os.path.exists(path):
         os.remove(path)
   ensure_dir(workdir, "workdir")
-  config_lib.save(config, workdir)
+  if write_config:
+    config_lib.save(config, workdir)
 
 
 def read_metrics(workdir: str) -> list[dict[str, float]]:
@@ -77,9 +90,13 @@ def read_metrics(workdir: str) -> list[dict[str, float]]:
   if not os.path.isfile(path):
     return []
   with open(path, newline="") as f:
+    reader = csv.DictReader(f)
+    if reader.fieldnames is not None and tuple(reader.fieldnames) != METRICS_COLUMNS:
+      raise ConfigError(f"{path} is damaged (its header is not {','.join(METRICS_COLUMNS)}); "
+                        "repair it, or move the file away to go on without the loss history")
     try:
       return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()}
-              for row in csv.DictReader(f)]
+              for row in reader]
     except (TypeError, ValueError):  # a missing or non-numeric field
       raise ConfigError(f"{path} is damaged (a row is incomplete or not numbers); repair the "
                         "row, or move the file away to go on without the loss history") from None
