@@ -5,6 +5,7 @@
 # eval_epoch_EEE_firstN.json when TEST_IMAGES is below 10,000).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+mkdir -p runs  # gitignored: absent on a fresh clone
 epochs="${1:-100}"
 test_images="${2:-10000}"
 manual_dir="${MANUAL_DIR:-../shared/data/mnist}"

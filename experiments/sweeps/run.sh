@@ -12,6 +12,7 @@
 # the CVAE's digit accuracy) is trained first, in runs/classifier_DATASET.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+mkdir -p runs  # gitignored: absent on a fresh clone
 topic="${1:?usage: experiments/sweeps/run.sh beta|latent_dim|fashion|cvae [EPOCHS]}"
 epochs="${2:-50}"
 data="${SHARED_DATA:-../shared/data}"
@@ -29,7 +30,6 @@ run() {  # NAME DATASET EVAL_SAMPLES EVAL_IMAGES TRAIN_FLAGS...: train, evaluate
   shift 4
   local workdir="runs/sweep_${topic}_${name}"
   classifier "$dataset"
-  mkdir -p runs
   ./run.sh --workdir="$workdir" --dataset="$dataset" --epochs="$epochs" --milestones=20,"$epochs" \
     --manual_dir="$data/$dataset" "$@" > "$workdir.log" 2>&1 || { tail -5 "$workdir.log"; exit 1; }
   local subset=""  # evaluate names a file of fewer than the 10,000 test images after them
