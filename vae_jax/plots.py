@@ -143,13 +143,17 @@ def loss_curves(history: Sequence[dict[str, float]], path: str, title: str,
              ("kl", "KL(q(z|x) || p(z))")]
   else:
     parts = [("loss", "loss = reconstruction (an AE has no KL)")]
+  marker = "o" if len(epochs) <= 10 else None  # a single epoch has no line to show
   fig, axes = plt.subplots(1, len(parts), figsize=(4.2 * len(parts) + 0.8, 3.6), squeeze=False)
   for ax, (key, name) in zip(axes[0], parts):
     for split, style in (("train", "-"), ("val", "--")):
-      ax.plot(epochs, [row[f"{split}_{key}"] for row in history], style, label=split)
+      ax.plot(epochs, [row[f"{split}_{key}"] for row in history], style, marker=marker,
+              markersize=3, label=split)
     ax.set_title(name, fontsize=9)
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    if len(set(epochs)) == 1:  # else matplotlib spans +-5% of one epoch, in fractions
+      ax.set_xlim(epochs[0] - 1, epochs[0] + 1)
     ax.set_ylabel("nats per image")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
