@@ -52,6 +52,19 @@ def test_plot_without_checkpoints_says_so(tmp_path):
   assert result.stderr.strip().startswith("error:") and "config.json" in result.stderr
 
 
+def test_plot_with_a_bad_workdir_creates_no_out_folder(tmp_path):
+  out = tmp_path / "figures"
+  line = one_error_line(run("vae_jax.plot", f"--workdir={tmp_path / 'missing'}", f"--out={out}"))
+  assert "missing" in line
+  assert not out.exists()
+
+
+def test_benchmark_refuses_the_run_folder_flags(tmp_path):
+  # It times random images and writes nothing; a --workdir would be silently ignored.
+  line = one_error_line(run("vae_jax.benchmark", f"--workdir={tmp_path}"))
+  assert "--workdir is not a flag of vae_jax.benchmark" in line
+
+
 def one_error_line(result) -> str:
   assert result.returncode == 2, result.stderr
   assert result.stderr.startswith("error:") and "Traceback" not in result.stderr, result.stderr

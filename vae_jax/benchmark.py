@@ -95,6 +95,9 @@ def versions() -> dict:
 
 
 def benchmark_from_flags() -> None:
+  # It times random images, and writes nothing: the run-folder and data flags do not apply.
+  cli.refuse_unused(("workdir", "data_dir", "manual_dir", "epoch", "out", "classifier_workdir"),
+                    "vae_jax.benchmark")
   epochs = flag_value("epochs")
   config = Config(model=flag_value("model"), arch=flag_value("arch"),
                   latent_dim=flag_value("latent_dim"), batch_size=flag_value("batch_size"),

@@ -21,6 +21,8 @@ def redraw(workdir: str, epoch: Optional[int] = None, out: Optional[str] = None,
 
   run = restore.open_run(workdir, data_dir, manual_dir)
   epochs = restore.milestone_epochs(run, epoch)
+  if out:  # only once the run is known to be there: a bad --workdir leaves no new folder
+    workdir_lib.ensure_dir(out, "out")
   data = train.load_data(run.config)
   history = workdir_lib.read_metrics(workdir)
   folders = []
@@ -38,7 +40,7 @@ def redraw_from_flags() -> None:
   cli.refuse_unused(("classifier_workdir",), "vae_jax.plot")
   from vae_jax import input_pipeline, workdir as workdir_lib
   if FLAGS.out:
-    workdir_lib.ensure_dir(FLAGS.out, "out")
+    workdir_lib.refuse_file(FLAGS.out, "out")  # created by redraw, once the run is found
 
   def draw():
     for folder in redraw(FLAGS.workdir, FLAGS.epoch, FLAGS.out, FLAGS.data_dir, FLAGS.manual_dir):
