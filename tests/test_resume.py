@@ -279,6 +279,23 @@ def test_a_run_stopped_before_its_last_milestone_gets_one_at_a_lower_epochs(tmp_
   assert (workdir_lib.read_metrics(workdir), config_lib.load(workdir)) == before
 
 
+def test_config_json_records_the_settings_changed_on_each_resume(tmp_path, tfds_dir, mnist_dir):
+  config = small_config(tfds_dir, mnist_dir, epochs=1, milestones=(1,))
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(config, workdir, log=lambda _: None)
+  assert config_lib.changes_on_resume(workdir) == []
+  slower = dataclasses.replace(config, epochs=2, milestones=(2,), learning_rate=5e-4)
+  train.train_and_evaluate(slower, workdir, log=lambda _: None)
+  # Done: the same command again trains nothing and records nothing.
+  train.train_and_evaluate(slower, workdir, log=lambda _: None)
+  assert config_lib.changes_on_resume(workdir) == [{"after_epoch": 1, "changes": [
+      "learning_rate: 0.001 -> 0.0005", "epochs: 1 -> 2", "milestones: (1,) -> (2,)"]}]
+  assert config_lib.load(workdir) == slower  # the record is no setting
+  train.train_and_evaluate(dataclasses.replace(slower, epochs=3, milestones=(3,)), workdir,
+                           log=lambda _: None)
+  assert [r["after_epoch"] for r in config_lib.changes_on_resume(workdir)] == [1, 2]
+
+
 def test_a_folder_with_run_files_but_no_config_is_refused_and_kept(tmp_path, tfds_dir, mnist_dir):
   # Not a vae_jax run: neither training nor --overwrite reads or removes anything of it.
   folder = tmp_path / "thesis"

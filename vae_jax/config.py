@@ -20,6 +20,7 @@ MANUAL_FILES = (
     "t10k-labels-idx1-ubyte.gz",
 )
 CONFIG_FILE = "config.json"
+CHANGES_KEY = "changed_on_resume"  # config.json's record of record_changes(); not a setting
 
 # Settings that define what is trained. A workdir refuses to resume when one of
 # these differs. The rest may change on resume: epochs and milestones (to extend a
@@ -159,13 +160,42 @@ def from_dict(d: dict[str, Any]) -> Config:
   return Config(**d)
 
 
-def save(config: Config, workdir: str) -> None:
+def _read_json(workdir: str) -> dict[str, Any]:
+  """config.json as written, {} if there is none (check() has refused a damaged one)."""
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.isfile(path):
+    return {}
+  with open(path) as f:
+    return json.load(f)
+
+
+def _write_json(d: dict[str, Any], workdir: str) -> None:
   os.makedirs(workdir, exist_ok=True)
   tmp = os.path.join(workdir, CONFIG_FILE + ".tmp")
   with open(tmp, "w") as f:
-    json.dump(to_dict(config), f, indent=2, sort_keys=True)
+    json.dump(d, f, indent=2, sort_keys=True)
     f.write("\n")
   os.replace(tmp, os.path.join(workdir, CONFIG_FILE))  # atomic: never half-written
+
+
+def save(config: Config, workdir: str) -> None:
+  """Writes config.json, keeping its record of the settings changed on resume."""
+  record = _read_json(workdir).get(CHANGES_KEY)
+  _write_json({**to_dict(config), **({CHANGES_KEY: record} if record else {})}, workdir)
+
+
+def record_changes(workdir: str, epoch: int, changes: list[str]) -> None:
+  """Adds to config.json that the run resumed after epoch with these settings changed
+  (differences() of RESUMABLE_FIELDS), so that a run extended with, say, a smaller
+  learning rate says so long after its log is gone."""
+  d = _read_json(workdir)
+  d[CHANGES_KEY] = d.get(CHANGES_KEY, []) + [{"after_epoch": epoch, "changes": changes}]
+  _write_json(d, workdir)
+
+
+def changes_on_resume(workdir: str) -> list[dict[str, Any]]:
+  """The record that record_changes keeps: [{"after_epoch": E, "changes": [...]}, ...]."""
+  return _read_json(workdir).get(CHANGES_KEY, [])
 
 
 def load(workdir: str) -> Config:

@@ -14,6 +14,7 @@ from typing import Callable, NamedTuple
 import jax
 
 from vae_jax import checkpoints, models, parallel, report, steps, workdir as workdir_lib
+from vae_jax import config as config_lib
 from vae_jax.config import Config, ConfigError, validate
 from vae_jax.input_pipeline import Split, binarize_fixed, load_split, train_split
 
@@ -160,6 +161,8 @@ def train_and_evaluate(config: Config, workdir: str, overwrite: bool = False,
   if start:
     log(f"resuming from the checkpoint of epoch {start} in {workdir}"
         + (f" with changed settings: {'; '.join(changed)}" if changed else ""))
+    if changed:
+      config_lib.record_changes(workdir, start, changed)
   train_data, val_data = parallel.put_replicated(
       ((data.train.images, data.train.labels), (data.val.images, data.val.labels)), mesh)
   log(f"training {config.model}/{config.arch} z={config.latent_dim} on "
