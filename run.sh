@@ -6,9 +6,10 @@
 # --manual_dir) mean what they say wherever run.sh is called from; the tests run in the
 # repository.
 set -euo pipefail
-repo="$(cd "$(dirname "$0")" && pwd)"
+repo="$(cd -- "$(dirname -- "$0")" >/dev/null && pwd)"
 
 venv="${VAE_JAX_VENV:-$repo/.venv}"
+[[ "$venv" = /* ]] || venv="$PWD/$venv"  # the tests run in the repository
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 want="$(sha256sum "$repo/requirements.txt" | cut -d' ' -f1)"
 if [ "$(cat "$venv/.requirements.sha256" 2>/dev/null)" != "$want" ]; then

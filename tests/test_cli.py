@@ -31,6 +31,16 @@ def mock_mnist():
     yield
 
 
+def test_data_paths_are_kept_absolute(tmp_path, monkeypatch):
+  # config.json must name the data wherever a later resume, plot or evaluate runs from.
+  monkeypatch.chdir(tmp_path)
+  flags.FLAGS.unparse_flags()
+  cli.parse_flags(["prog", "--data_dir=tfds", "--manual_dir=~/mnist"])
+  config = main.config_from_flags()
+  assert config.data_dir == str(tmp_path / "tfds")
+  assert config.manual_dir == os.path.join(os.path.expanduser("~"), "mnist")
+
+
 @pytest.mark.parametrize("model_name,arch", [("vae", "mlp"), ("ae", "mlp"), ("vae", "conv")])
 def test_train_then_redraw_from_checkpoint(tmp_path, mock_mnist, model_name, arch):
   workdir = str(tmp_path / "run")

@@ -269,7 +269,9 @@ def test_a_run_stopped_before_its_last_milestone_gets_one_at_a_lower_epochs(tmp_
   assert any(l.startswith("milestone 2: checkpoint saved") for l in lines), lines
   assert checkpoints.RunCheckpoints(workdir, read_only=True).milestone_epochs() == [2]
   assert "latent_scatter.png" in os.listdir(workdir_lib.plots_dir(workdir, 2))
-  assert config_lib.load(workdir).epochs == 2
+  assert config_lib.load(workdir) == done
+  assert config_lib.changes_on_resume(workdir) == [
+      {"after_epoch": 2, "changes": ["epochs: 4 -> 2", "milestones: (4,) -> (2,)"]}]
 
   # Done now: the same command, or one with another learning rate, changes nothing.
   before = (workdir_lib.read_metrics(workdir), config_lib.load(workdir))
@@ -285,6 +287,16 @@ def test_config_json_records_the_settings_changed_on_each_resume(tmp_path, tfds_
   train.train_and_evaluate(config, workdir, log=lambda _: None)
   assert config_lib.changes_on_resume(workdir) == []
   slower = dataclasses.replace(config, epochs=2, milestones=(2,), learning_rate=5e-4)
+
+  # Ctrl-C while compiling the resumed run: config.json still holds the settings that
+  # trained the saved epochs, so the next command sees (and records) the same change.
+  def interrupted(*args, **kwargs):
+    raise KeyboardInterrupt
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(steps, "compile_fns", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+      train.train_and_evaluate(slower, workdir, log=lambda _: None)
+  assert config_lib.load(workdir) == config
   train.train_and_evaluate(slower, workdir, log=lambda _: None)
   # Done: the same command again trains nothing and records nothing.
   train.train_and_evaluate(slower, workdir, log=lambda _: None)
@@ -308,14 +320,21 @@ def test_a_folder_with_run_files_but_no_config_is_refused_and_kept(tmp_path, tfd
       train.train_and_evaluate(config, str(folder), overwrite=overwrite, log=lambda _: None)
   assert sorted(os.listdir(folder)) == ["metrics.csv", "plots"]
   assert (folder / "plots" / "figure_3.txt").read_text() == "mine"
+  results = tmp_path / "results"  # only files of the names evaluate and generate write
+  results.mkdir()
+  (results / "eval_epoch_007.json").write_text("{}")
+  with pytest.raises(ConfigError, match=r"holds eval_epoch_007.json but no config.json"):
+    train.train_and_evaluate(config, str(results), overwrite=True, log=lambda _: None)
+  assert os.listdir(results) == ["eval_epoch_007.json"]
 
 
 def test_overwrite_also_discards_the_old_runs_evaluations(tmp_path):
   # The evaluate and generate outputs of the discarded run must not sit beside the new one.
   config = Config(epochs=1, milestones=(1,))
   config_lib.save(config, str(tmp_path))
-  for name in ("eval_epoch_001_first20.json", "generated_epoch_001.png", "notes.txt"):
+  for name in ("eval_epoch_001_first20.json", "generated_digit7_epoch_001.png", "notes.txt",
+               "generated_mine.png"):
     (tmp_path / name).write_text("x")
   workdir_lib.prepare(str(tmp_path), dataclasses.replace(config, beta=3.0), overwrite=True)
-  assert sorted(os.listdir(tmp_path)) == ["config.json", "notes.txt"]
+  assert sorted(os.listdir(tmp_path)) == ["config.json", "generated_mine.png", "notes.txt"]
   assert config_lib.load(str(tmp_path)).beta == 3.0

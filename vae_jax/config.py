@@ -20,7 +20,7 @@ MANUAL_FILES = (
     "t10k-labels-idx1-ubyte.gz",
 )
 CONFIG_FILE = "config.json"
-CHANGES_KEY = "changed_on_resume"  # config.json's record of record_changes(); not a setting
+CHANGES_KEY = "changed_on_resume"  # config.json's record of resumes (see save); not a setting
 
 # Settings that define what is trained. A workdir refuses to resume when one of
 # these differs. The rest may change on resume: epochs and milestones (to extend a
@@ -178,23 +178,20 @@ def _write_json(d: dict[str, Any], workdir: str) -> None:
   os.replace(tmp, os.path.join(workdir, CONFIG_FILE))  # atomic: never half-written
 
 
-def save(config: Config, workdir: str) -> None:
-  """Writes config.json, keeping its record of the settings changed on resume."""
-  record = _read_json(workdir).get(CHANGES_KEY)
+def save(config: Config, workdir: str,
+         resumed: Optional[tuple[int, list[str]]] = None) -> None:
+  """Writes config.json, keeping its record of the settings changed on resume. resumed =
+  (epoch, changes): the run goes on after epoch with these settings changed
+  (differences() of RESUMABLE_FIELDS); they join the record in the same write, so that a
+  run extended with, say, a smaller learning rate says so long after its log is gone."""
+  record = _read_json(workdir).get(CHANGES_KEY, [])
+  if resumed:
+    record = record + [{"after_epoch": resumed[0], "changes": resumed[1]}]
   _write_json({**to_dict(config), **({CHANGES_KEY: record} if record else {})}, workdir)
 
 
-def record_changes(workdir: str, epoch: int, changes: list[str]) -> None:
-  """Adds to config.json that the run resumed after epoch with these settings changed
-  (differences() of RESUMABLE_FIELDS), so that a run extended with, say, a smaller
-  learning rate says so long after its log is gone."""
-  d = _read_json(workdir)
-  d[CHANGES_KEY] = d.get(CHANGES_KEY, []) + [{"after_epoch": epoch, "changes": changes}]
-  _write_json(d, workdir)
-
-
 def changes_on_resume(workdir: str) -> list[dict[str, Any]]:
-  """The record that record_changes keeps: [{"after_epoch": E, "changes": [...]}, ...]."""
+  """The record that save keeps: [{"after_epoch": E, "changes": [...]}, ...]."""
   return _read_json(workdir).get(CHANGES_KEY, [])
 
 

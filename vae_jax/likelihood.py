@@ -42,7 +42,8 @@ def log_sum_exp(x: jax.Array, axis: int = 0) -> jax.Array:
 
 
 def log_mean_exp(x: jax.Array, axis: int = 0) -> jax.Array:
-  """log mean exp(x) over axis = log_sum_exp(x) - log(n); -inf if all entries are -inf."""
+  """log mean exp(x) over axis = log_sum_exp(x) - log(n); -inf if all entries are -inf,
+  NaN if any is NaN."""
   return log_sum_exp(x, axis) - math.log(x.shape[axis])
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
+from typing import Optional
 
 from absl import app, flags
 
@@ -48,7 +50,13 @@ def config_from_flags() -> Config:
       batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate, beta=FLAGS.beta,
       seed=FLAGS.seed, train_examples=FLAGS.train_examples, binarize=FLAGS.binarize,
       checkpoint_every=FLAGS.checkpoint_every, num_devices=FLAGS.num_devices,
-      data_dir=FLAGS.data_dir, manual_dir=FLAGS.manual_dir)
+      data_dir=absolute(FLAGS.data_dir), manual_dir=absolute(FLAGS.manual_dir))
+
+
+def absolute(path: Optional[str]) -> Optional[str]:
+  """A data path as config.json keeps it: absolute, so that a resume, plot or evaluate
+  run from another directory finds the data."""
+  return os.path.abspath(os.path.expanduser(path)) if path else None
 
 
 def initialize_distributed() -> None:

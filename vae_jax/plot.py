@@ -21,9 +21,9 @@ def redraw(workdir: str, epoch: Optional[int] = None, out: Optional[str] = None,
 
   run = restore.open_run(workdir, data_dir, manual_dir)
   epochs = restore.milestone_epochs(run, epoch)
-  if out:  # only once the run is known to be there: a bad --workdir leaves no new folder
-    workdir_lib.ensure_dir(out, "out")
   data = train.load_data(run.config)
+  if out:  # only once the run and its data are found: a bad --workdir leaves no new folder
+    workdir_lib.ensure_dir(out, "out")
   history = workdir_lib.read_metrics(workdir)
   folders = []
   for e in epochs:

@@ -139,10 +139,10 @@ def train_and_evaluate(config: Config, workdir: str, overwrite: bool = False,
     raise ConfigError(f"--epochs={config.epochs}, but {workdir} already holds epoch "
                       f"{max(saved)}; pass --epochs={max(saved)} or more to go on training it")
   data = load_data(config)  # before anything in workdir changes: a data error loses nothing
-  # A command with nothing to train leaves config.json as the run's training left it.
-  finished = config.epochs in ([] if overwrite else checkpoints.saved_epochs(
-      workdir, (checkpoints.MILESTONE_DIR,)))
-  workdir_lib.prepare(workdir, config, overwrite, write_config=not finished)
+  # A new run's config.json is written at once. A resumed run's is rewritten only once the
+  # command is known to add to the run, in one write with the record of what changed.
+  resuming = workdir_lib.is_run(workdir) and not overwrite
+  workdir_lib.prepare(workdir, config, overwrite, write_config=not resuming)
   model = models.make_model(config.model, config.arch, config.latent_dim)
   tx = steps.make_optimizer(config)
   fns = steps.compile_fns(model, tx, config, mesh)
@@ -152,17 +152,21 @@ def train_and_evaluate(config: Config, workdir: str, overwrite: bool = False,
   start = int(state.epoch)
   history = workdir_lib.truncate_metrics(workdir, start)
   redraw_unfinished_figures(manager, state, model, config, data, history, workdir, mesh, log)
-  if start == config.epochs:
-    if start not in manager.milestone_epochs():  # stopped there, now the run's last epoch
-      save_milestone(manager, state, model, config, data, history, workdir, start, mesh, log)
+  done = f"{workdir} is already trained for {start} epochs; pass a larger --epochs to go on"
+  if start == config.epochs and start in manager.milestone_epochs():  # nothing to add
     manager.close()
-    log(f"{workdir} is already trained for {start} epochs; pass a larger --epochs to go on")
+    log(done)
+    return state
+  if resuming:
+    config_lib.save(config, workdir, resumed=(start, changed) if start and changed else None)
+  if start == config.epochs:  # stopped there, and now the run's last epoch: its milestone
+    save_milestone(manager, state, model, config, data, history, workdir, start, mesh, log)
+    manager.close()
+    log(done)
     return state
   if start:
     log(f"resuming from the checkpoint of epoch {start} in {workdir}"
         + (f" with changed settings: {'; '.join(changed)}" if changed else ""))
-    if changed:
-      config_lib.record_changes(workdir, start, changed)
   train_data, val_data = parallel.put_replicated(
       ((data.train.images, data.train.labels), (data.val.images, data.val.labels)), mesh)
   log(f"training {config.model}/{config.arch} z={config.latent_dim} on "

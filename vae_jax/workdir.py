@@ -18,7 +18,7 @@ CLASSIFIER_FILE = "classifier.json"
 RUN_CONTENTS = ("checkpoints", "checkpoints_latest", "plots", METRICS_FILE,
                 config_lib.CONFIG_FILE)
 # What vae_jax.evaluate and vae_jax.generate write into a run: results of that run only.
-RUN_RESULTS = ("eval_epoch_*.json", "generated_*.png")
+RUN_RESULTS = ("eval_epoch_*.json", "generated_*epoch_*.png")
 
 
 def plots_dir(workdir: str, epoch: int) -> str:
@@ -52,8 +52,8 @@ def check(workdir: str, config: Config, overwrite: bool) -> list[str]:
   if os.path.isfile(os.path.join(workdir, CLASSIFIER_FILE)):
     raise ConfigError(f"--workdir={workdir} holds a classifier ({CLASSIFIER_FILE}), not a "
                       "VAE run; use another --workdir")
-  if not os.path.isfile(os.path.join(workdir, config_lib.CONFIG_FILE)):
-    found = [name for name in RUN_CONTENTS if os.path.exists(os.path.join(workdir, name))]
+  if not is_run(workdir):
+    found = [os.path.basename(path) for path in run_files(workdir)]
     if found:
       raise ConfigError(f"--workdir={workdir} holds {', '.join(found)} but no "
                         f"{config_lib.CONFIG_FILE}, so it is not a vae_jax run; use another "
@@ -68,17 +68,32 @@ def check(workdir: str, config: Config, overwrite: bool) -> list[str]:
   return [] if overwrite else config_lib.differences(old, config, config_lib.RESUMABLE_FIELDS)
 
 
+def is_run(workdir: str) -> bool:
+  """Whether workdir holds a vae_jax run (its config.json)."""
+  return os.path.isfile(os.path.join(workdir, config_lib.CONFIG_FILE))
+
+
+def run_files(workdir: str) -> list[str]:
+  """The paths in workdir that a run and its evaluations write, those that exist
+  (config.json last)."""
+  names = [name for name in RUN_CONTENTS if name != config_lib.CONFIG_FILE]
+  return ([os.path.join(workdir, name) for name in names
+           if os.path.lexists(os.path.join(workdir, name))]
+          + sorted(path for pattern in RUN_RESULTS
+                   for path in glob.glob(os.path.join(glob.escape(workdir), pattern)))
+          + [path for path in [os.path.join(workdir, config_lib.CONFIG_FILE)]
+             if os.path.lexists(path)])
+
+
 def prepare(workdir: str, config: Config, overwrite: bool, write_config: bool = True) -> None:
   """Creates the folder and writes config.json (unless not write_config), after check();
   with overwrite, first discards any earlier run there: the run's own files and the
   results evaluated from it, nothing else in the folder."""
   if overwrite:
-    for path in [os.path.join(workdir, name) for name in RUN_CONTENTS] + [
-        path for pattern in RUN_RESULTS
-        for path in glob.glob(os.path.join(glob.escape(workdir), pattern))]:
-      if os.path.isdir(path):
+    for path in run_files(workdir):
+      if os.path.isdir(path) and not os.path.islink(path):
         shutil.rmtree(path)
-      elif os.path.exists(path):
+      else:
         os.remove(path)
   ensure_dir(workdir, "workdir")
   if write_config:
