@@ -20,11 +20,10 @@ class CheckpointError(ConfigError):
   """A checkpoint that cannot be restored (damaged, or of another model); one line."""
 
 
-def saved_epochs(workdir: str, kinds: tuple[str, ...] = (MILESTONE_DIR, LATEST_DIR)) -> list[int]:
-  """The epochs of the finished checkpoints of the given kinds (folders) in workdir,
-  without opening them (Orbax names a step's folder by its number only once the save
-  has finished)."""
-  return sorted(int(name) for d in kinds
+def saved_epochs(workdir: str) -> list[int]:
+  """The epochs of the finished checkpoints of either kind in workdir, without opening
+  them (Orbax names a step's folder by its number only once the save has finished)."""
+  return sorted(int(name) for d in (MILESTONE_DIR, LATEST_DIR)
                 if os.path.isdir(os.path.join(workdir, d))
                 for name in os.listdir(os.path.join(workdir, d)) if name.isdigit())
 

@@ -152,17 +152,16 @@ def train_and_evaluate(config: Config, workdir: str, overwrite: bool = False,
   start = int(state.epoch)
   history = workdir_lib.truncate_metrics(workdir, start)
   redraw_unfinished_figures(manager, state, model, config, data, history, workdir, mesh, log)
-  done = f"{workdir} is already trained for {start} epochs; pass a larger --epochs to go on"
-  if start == config.epochs and start in manager.milestone_epochs():  # nothing to add
-    manager.close()
-    log(done)
-    return state
-  if resuming:
+  finished = start == config.epochs
+  # Stopped there (Ctrl-C), and now the run's last epoch: it gets the last milestone.
+  lacks_last_milestone = finished and start not in manager.milestone_epochs()
+  if resuming and (lacks_last_milestone or not finished):
     config_lib.save(config, workdir, resumed=(start, changed) if start and changed else None)
-  if start == config.epochs:  # stopped there, and now the run's last epoch: its milestone
-    save_milestone(manager, state, model, config, data, history, workdir, start, mesh, log)
+  if finished:
+    if lacks_last_milestone:
+      save_milestone(manager, state, model, config, data, history, workdir, start, mesh, log)
     manager.close()
-    log(done)
+    log(f"{workdir} is already trained for {start} epochs; pass a larger --epochs to go on")
     return state
   if start:
     log(f"resuming from the checkpoint of epoch {start} in {workdir}"
