@@ -169,15 +169,6 @@ def _read_json(workdir: str) -> dict[str, Any]:
     return json.load(f)
 
 
-def _write_json(d: dict[str, Any], workdir: str) -> None:
-  os.makedirs(workdir, exist_ok=True)
-  tmp = os.path.join(workdir, CONFIG_FILE + ".tmp")
-  with open(tmp, "w") as f:
-    json.dump(d, f, indent=2, sort_keys=True)
-    f.write("\n")
-  os.replace(tmp, os.path.join(workdir, CONFIG_FILE))  # atomic: never half-written
-
-
 def save(config: Config, workdir: str,
          resumed: Optional[tuple[int, list[str]]] = None) -> None:
   """Writes config.json, keeping its record of the settings changed on resume. resumed =
@@ -187,7 +178,13 @@ def save(config: Config, workdir: str,
   record = _read_json(workdir).get(CHANGES_KEY, [])
   if resumed:
     record = record + [{"after_epoch": resumed[0], "changes": resumed[1]}]
-  _write_json({**to_dict(config), **({CHANGES_KEY: record} if record else {})}, workdir)
+  os.makedirs(workdir, exist_ok=True)
+  tmp = os.path.join(workdir, CONFIG_FILE + ".tmp")
+  with open(tmp, "w") as f:
+    json.dump({**to_dict(config), **({CHANGES_KEY: record} if record else {})}, f, indent=2,
+              sort_keys=True)
+    f.write("\n")
+  os.replace(tmp, os.path.join(workdir, CONFIG_FILE))  # atomic: never half-written
 
 
 def changes_on_resume(workdir: str) -> list[dict[str, Any]]:
@@ -199,15 +196,14 @@ def load(workdir: str) -> Config:
   path = os.path.join(workdir, CONFIG_FILE)
   if not os.path.isfile(path):
     raise ConfigError(f"--workdir={workdir} holds no {CONFIG_FILE}: not a vae_jax run")
-  with open(path) as f:
-    try:
-      d = json.load(f)
-      if not isinstance(d, dict):
-        raise TypeError("not a JSON object")
-      return from_dict(d)
-    except (json.JSONDecodeError, TypeError) as e:
-      raise ConfigError(f"{path} is not a vae_jax config ({e}); restore it from a copy, "
-                        "or start the run in another --workdir") from None
+  try:
+    d = _read_json(workdir)
+    if not isinstance(d, dict):
+      raise TypeError("not a JSON object")
+    return from_dict(d)
+  except (json.JSONDecodeError, TypeError) as e:
+    raise ConfigError(f"{path} is not a vae_jax config ({e}); restore it from a copy, "
+                      "or start the run in another --workdir") from None
 
 
 def differences(old: Config, new: Config, fields: tuple[str, ...] = RESULT_FIELDS) -> list[str]:
