@@ -15,6 +15,7 @@ METRICS_COLUMNS = ("epoch", "train_loss", "train_recon", "train_kl",
                    "val_loss", "val_recon", "val_kl", "seconds")
 # What marks a folder as vae_jax.classifier's (it is no VAE run, and a run is no classifier).
 CLASSIFIER_FILE = "classifier.json"
+# config.json last: a discard cut short still leaves a folder that says it is a run.
 RUN_CONTENTS = ("checkpoints", "checkpoints_latest", "plots", METRICS_FILE,
                 config_lib.CONFIG_FILE)
 # What vae_jax.evaluate and vae_jax.generate write into a run: results of that run only.
@@ -74,15 +75,12 @@ def is_run(workdir: str) -> bool:
 
 
 def run_files(workdir: str) -> list[str]:
-  """The paths in workdir that a run and its evaluations write, those that exist
+  """The paths in workdir that a run's evaluations and the run write, those that exist
   (config.json last)."""
-  names = [name for name in RUN_CONTENTS if name != config_lib.CONFIG_FILE]
-  return ([os.path.join(workdir, name) for name in names
-           if os.path.lexists(os.path.join(workdir, name))]
-          + sorted(path for pattern in RUN_RESULTS
+  results = sorted(path for pattern in RUN_RESULTS
                    for path in glob.glob(os.path.join(glob.escape(workdir), pattern)))
-          + [path for path in [os.path.join(workdir, config_lib.CONFIG_FILE)]
-             if os.path.lexists(path)])
+  contents = [os.path.join(workdir, name) for name in RUN_CONTENTS]
+  return results + [path for path in contents if os.path.lexists(path)]
 
 
 def prepare(workdir: str, config: Config, overwrite: bool, write_config: bool = True) -> None:
