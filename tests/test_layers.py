@@ -76,10 +76,18 @@ def _assert_same_function(ref: nn.Module, new: nn.Module, shape, seed: int) -> N
   _assert_close(gp_new["params"]["bias"], gp_ref["params"]["bias"], "d/dbias")
 
 
+@pytest.mark.parametrize("backward", ["gather", "narrow"])
 @pytest.mark.parametrize("shape,features,k,s", CASES)
-def test_output_and_gradients_match_conv_transpose(shape, features, k, s):
+def test_output_and_gradients_match_conv_transpose(shape, features, k, s, backward, monkeypatch):
+  # Both backward passes on every shape, whichever the layer would pick for it.
+  monkeypatch.setattr(layers, "NARROW_TAP_COLUMNS", 0 if backward == "gather" else 10**6)
   ref, new = _pair(features, k, s)
   _assert_same_function(ref, new, shape, seed=1)
+
+
+def test_only_the_last_decoder_layer_is_narrow():
+  # 3x3 taps: 1 feature (the logits layer) is narrow; 32 and 64 features are not.
+  assert 9 * 1 <= layers.NARROW_TAP_COLUMNS < 9 * 32
 
 
 @pytest.mark.parametrize("k,n", [(3, 5), (5, 3)])

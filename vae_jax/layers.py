@@ -10,7 +10,8 @@ matrix product:
   pixel's contribution through every tap, then those contributions added into the
   output, one output phase at a time; its backward pass gathers the output gradient
   back to the taps in one fused loop (a custom VJP: autodiff of the adds would pad
-  and sum 9 planes, which took 5x as long).
+  and sum 9 planes, which took 5x as long). A layer with few output features (the
+  last, 1 feature) computes its input gradient elementwise instead.
 Every product goes through `matmul`, whose weight gradient takes the form YNNPACK
 computes fastest.
 """
@@ -226,6 +227,53 @@ def conv_transpose_as_matmul(x: jax.Array, kernel: jax.Array, bias: jax.Array,
   return add_taps(taps.reshape(n, h, w, kh, kw, f), bias, strides)
 
 
+# A layer whose taps give at most this many output columns (kh*kw*features) is "narrow":
+# the decoder's last layer (3x3, 1 feature: 9). Its backward pass by products would be a
+# gather plus products only 9 wide, which YNNPACK runs at a fraction of its speed.
+NARROW_TAP_COLUMNS = 16
+
+
+def _tap_gradients(g: jax.Array, kernel_hw: tuple[int, int],
+                   strides: tuple[int, int]) -> list[jax.Array]:
+  """_gather_taps as one plane [N, H, W, f] per tap (row-major over kh, kw).
+
+  Tap t, with phase r and offset q (tap_sources), adds input pixel m + q into output
+  pixel s*m + r, so its gradient at input pixel m' is g[s*(m' - q) + r]: phase r of
+  g, shifted by -q."""
+  (kh, kw), (sh, sw) = kernel_hw, strides
+  return [_shifted(g[:, rh::sh, rw::sw], -qh, -qw)
+          for rh, qh in tap_sources(kh, sh) for rw, qw in tap_sources(kw, sw)]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def narrow_conv_transpose(x: jax.Array, kernel: jax.Array, bias: jax.Array,
+                          strides: tuple[int, int]) -> jax.Array:
+  """conv_transpose_as_matmul, with a backward pass for few output columns: the input
+  gradient is kh*kw*f broadcast multiply-adds of shifted gradient planes, which XLA
+  fuses into one loop (with the previous layer's ReLU mask), and the weight gradient
+  one plain product of the stacked planes with x. No gather, no transposes."""
+  return conv_transpose_as_matmul(x, kernel, bias, strides)
+
+
+def _narrow_fwd(x, kernel, bias, strides):
+  return conv_transpose_as_matmul(x, kernel, bias, strides), (x, kernel)
+
+
+def _narrow_bwd(strides, residuals, g):
+  x, kernel = residuals
+  kh, kw, cin, f = kernel.shape
+  planes = _tap_gradients(g, (kh, kw), strides)
+  taps = kernel.reshape(kh * kw, cin, f)
+  dx = sum(planes[t][..., j:j + 1] * taps[t, :, j] for t in range(kh * kw) for j in range(f))
+  # [kh*kw, N, H, W, f] -> rows (t, j), columns the pixels: a plain [K, M] x [M, in] product.
+  stacked = jnp.moveaxis(jnp.stack(planes), -1, 1).reshape(kh * kw * f, -1)
+  dkernel = jnp.dot(stacked, x.reshape(-1, cin)).reshape(kh, kw, f, cin).transpose(0, 1, 3, 2)
+  return dx, dkernel, g.sum(axis=(0, 1, 2))
+
+
+narrow_conv_transpose.defvjp(_narrow_fwd, _narrow_bwd)
+
+
 class MatmulConvTranspose(_SameConv):
   """Computes nn.ConvTranspose(features, kernel_size, strides, padding="SAME") exactly,
   as conv_transpose_as_matmul.
@@ -247,5 +295,6 @@ class MatmulConvTranspose(_SameConv):
     x, kernel, bias = self._params(x)
     if bias is None:
       bias = jnp.zeros((self.features,), kernel.dtype)
-    y = conv_transpose_as_matmul(x, kernel, bias, strides)
+    narrow = kh * kw * self.features <= NARROW_TAP_COLUMNS
+    y = (narrow_conv_transpose if narrow else conv_transpose_as_matmul)(x, kernel, bias, strides)
     return y.reshape(batch + y.shape[1:])
