@@ -1,0 +1,107 @@
+"""vae_jax and Keras 3 trained in one process, epoch by epoch in turn.
+
+    .venv/bin/python experiments/compare/interleaved.py --arch=conv --rounds=5
+
+On a shared VM the speed of the same program varies by 10-20% from minute to minute
+(and single epochs sometimes take twice as long), so two frameworks timed one after the
+other, as in benchmark.sh, can meet different machines. Here each round times one whole
+epoch of each (60,000 images, batch 128, the networks of keras_vae.py and vae_jax), the
+order alternating between rounds, after one untimed epoch each. Both see the same
+disturbances, so their ratio is steadier than either speed. Prints one JSON line: each
+framework's epoch times, and the ratio of JAX's images/s to Keras's by the median and by
+the best epoch.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, _HERE)
+sys.path.insert(0, os.path.dirname(os.path.dirname(_HERE)))
+
+import keras_vae  # noqa: E402  (sets KERAS_BACKEND before keras is imported)
+
+
+def parse_args():
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--arch", choices=["mlp", "conv"], default="conv")
+  p.add_argument("--rounds", type=int, default=5)
+  p.add_argument("--train_examples", type=int, default=60000)
+  p.add_argument("--jit_compile", choices=["true", "false"], default="false")
+  p.add_argument("--manual_dir", default=os.path.join(_HERE, "..", "..", "..", "shared", "data", "mnist"))
+  return p.parse_args()
+
+
+def jax_epoch(arch: str, train_examples: int):
+  """A function that trains one vae_jax epoch and returns its seconds (compiled, warmed up)."""
+  import jax
+
+  from vae_jax.benchmark import epoch_inputs
+  from vae_jax.config import Config
+
+  config = Config(model="vae", arch=arch, batch_size=128, latent_dim=2,
+                  train_examples=train_examples, epochs=1, milestones=(1,))
+  _, fns, state, data = epoch_inputs(config)
+  compiled = fns.train_epoch.lower(state, *data).compile()
+  box = [state]
+
+  def run() -> float:
+    start = time.perf_counter()
+    box[0], terms = compiled(box[0], *data)
+    jax.block_until_ready(terms)
+    return time.perf_counter() - start
+
+  run()
+  return run
+
+
+def keras_epoch(arch: str, train_examples: int, manual_dir: str, jit_compile: bool):
+  """A function that trains one Keras epoch (model.fit, epochs=1) and returns its seconds,
+  as keras_vae.py's timer measures it (inside fit, after its set-up); traced and warmed up."""
+  import keras
+  import numpy as np
+
+  keras.utils.set_random_seed(0)
+  images, _ = keras_vae.load_mnist(manual_dir)
+  steps = min(len(images), train_examples) // 128
+  x = (images[:steps * 128].astype(np.float32) / 255.0)[..., None]
+  model = keras_vae.VAE(keras_vae.make_encoder(arch, 2, 0), keras_vae.make_decoder(arch, 2))
+  model.compile(optimizer=keras.optimizers.Adam(learning_rate=1e-3), jit_compile=jit_compile)
+
+  def run() -> float:
+    timer = keras_vae.EpochTimer()
+    model.fit(x, batch_size=128, epochs=1, shuffle=True, verbose=0, callbacks=[timer])
+    return timer.seconds[0]
+
+  run()
+  return run, steps * 128
+
+
+def main():
+  args = parse_args()
+  run_keras, images = keras_epoch(args.arch, args.train_examples, args.manual_dir,
+                                  args.jit_compile == "true")
+  run_jax = jax_epoch(args.arch, images)  # the same number of whole batches
+  seconds = {"jax": [], "keras": []}
+  for round_ in range(args.rounds):
+    order = ("jax", "keras") if round_ % 2 == 0 else ("keras", "jax")
+    for name in order:
+      seconds[name].append((run_jax if name == "jax" else run_keras)())
+      print(f"round {round_ + 1} {name}: {images / seconds[name][-1]:,.0f} images/s",
+            file=sys.stderr)
+  ratio = lambda pick: pick(seconds["keras"]) / pick(seconds["jax"])
+  print(json.dumps({
+      "arch": args.arch, "images_per_epoch": images, "keras_jit_compile": args.jit_compile,
+      "jax_epoch_seconds": [round(s, 3) for s in seconds["jax"]],
+      "keras_epoch_seconds": [round(s, 3) for s in seconds["keras"]],
+      "jax_over_keras_median": round(ratio(statistics.median), 3),
+      "jax_over_keras_best": round(ratio(min), 3),
+  }))
+
+
+if __name__ == "__main__":
+  main()
