@@ -276,7 +276,8 @@ narrow_conv_transpose.defvjp(_narrow_fwd, _narrow_bwd)
 
 class MatmulConvTranspose(_SameConv):
   """Computes nn.ConvTranspose(features, kernel_size, strides, padding="SAME") exactly,
-  as conv_transpose_as_matmul.
+  as conv_transpose_as_matmul (narrow_conv_transpose for a narrow layer: its backward
+  pass differs).
 
   Why: on XLA:CPU the lhs-dilated convolution that nn.ConvTranspose lowers to runs
   tens of times slower than its arithmetic inside a loop body; matrix products, pads
