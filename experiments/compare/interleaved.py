@@ -1,15 +1,17 @@
-"""vae_jax and Keras 3 trained in one process, epoch by epoch in turn.
+"""vae_jax, Keras 3 and PyTorch trained in one process, epoch by epoch in turn.
 
     .venv/bin/python experiments/compare/interleaved.py --arch=conv --rounds=5
+    .venv/bin/python experiments/compare/interleaved.py --arch=mlp --rounds=10 \
+        --opponents=keras,pytorch --jit_compile=true
 
 On a shared VM the speed of the same program varies by 10-20% from minute to minute
-(and single epochs sometimes take twice as long), so two frameworks timed one after the
+(and single epochs sometimes take twice as long), so frameworks timed one after the
 other, as in benchmark.sh, can meet different machines. Here each round times one whole
-epoch of each (60,000 images, batch 128, the networks of keras_vae.py and vae_jax), the
-order alternating between rounds, after one untimed epoch each. Both see the same
-disturbances, so their ratio is steadier than either speed. Prints one JSON line: each
-framework's epoch times, and the ratio of JAX's images/s to Keras's by the median and by
-the best epoch.
+epoch of each (60,000 images, batch 128, the networks of keras_vae.py, torch_vae.py and
+vae_jax), the order rotating between rounds, after one untimed epoch each. All see the
+same disturbances, so their ratios are steadier than their speeds. Prints one JSON line:
+each framework's epoch times, and the ratio of JAX's images/s to each opponent's by the
+median and by the best epoch.
 """
 
 import argparse
@@ -31,7 +33,9 @@ def parse_args():
   p.add_argument("--arch", choices=["mlp", "conv"], default="conv")
   p.add_argument("--rounds", type=int, default=5)
   p.add_argument("--train_examples", type=int, default=60000)
-  p.add_argument("--jit_compile", choices=["true", "false"], default="false")
+  p.add_argument("--opponents", default="keras", help="comma-separated: keras, pytorch")
+  p.add_argument("--jit_compile", choices=["true", "false"], default="false",
+                 help="Keras's jit_compile")
   p.add_argument("--manual_dir", default=os.path.join(_HERE, "..", "..", "..", "shared", "data", "mnist"))
   return p.parse_args()
 
@@ -78,29 +82,54 @@ def keras_epoch(arch: str, train_examples: int, manual_dir: str, jit_compile: bo
     return timer.seconds[0]
 
   run()
-  return run, steps * 128
+  return run
+
+
+def torch_epoch(arch: str, train_examples: int, manual_dir: str):
+  """A function that trains one PyTorch epoch (torch_vae.train_epoch) and returns its
+  seconds; warmed up."""
+  import numpy as np
+  import torch
+
+  import torch_vae
+
+  torch.set_num_threads(os.cpu_count())
+  torch.manual_seed(0)
+  images, _ = torch_vae.load_mnist(manual_dir)
+  data = torch.from_numpy(images[:train_examples].astype(np.float32) / 255.0).unsqueeze(1)
+  model = torch_vae.VAE(arch, 2)
+  opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+  run = lambda: torch_vae.train_epoch(model, opt, data, 128)[0]
+  run()
+  return run
 
 
 def main():
   args = parse_args()
-  run_keras, images = keras_epoch(args.arch, args.train_examples, args.manual_dir,
-                                  args.jit_compile == "true")
-  run_jax = jax_epoch(args.arch, images)  # the same number of whole batches
-  seconds = {"jax": [], "keras": []}
+  opponents = args.opponents.split(",")
+  if not set(opponents) <= {"keras", "pytorch"}:
+    sys.exit(f"--opponents: keras and/or pytorch, got {args.opponents!r}")
+  images = min(args.train_examples, 60000) // 128 * 128  # whole batches, as every framework trains
+  runs = {"jax": jax_epoch(args.arch, images)}
+  if "keras" in opponents:
+    runs["keras"] = keras_epoch(args.arch, images, args.manual_dir, args.jit_compile == "true")
+  if "pytorch" in opponents:
+    runs["pytorch"] = torch_epoch(args.arch, images, args.manual_dir)
+  names = list(runs)
+  seconds = {name: [] for name in names}
   for round_ in range(args.rounds):
-    order = ("jax", "keras") if round_ % 2 == 0 else ("keras", "jax")
-    for name in order:
-      seconds[name].append((run_jax if name == "jax" else run_keras)())
+    shift = round_ % len(names)
+    for name in names[shift:] + names[:shift]:
+      seconds[name].append(runs[name]())
       print(f"round {round_ + 1} {name}: {images / seconds[name][-1]:,.0f} images/s",
             file=sys.stderr)
-  ratio = lambda pick: pick(seconds["keras"]) / pick(seconds["jax"])
-  print(json.dumps({
-      "arch": args.arch, "images_per_epoch": images, "keras_jit_compile": args.jit_compile,
-      "jax_epoch_seconds": [round(s, 3) for s in seconds["jax"]],
-      "keras_epoch_seconds": [round(s, 3) for s in seconds["keras"]],
-      "jax_over_keras_median": round(ratio(statistics.median), 3),
-      "jax_over_keras_best": round(ratio(min), 3),
-  }))
+  result = {"arch": args.arch, "images_per_epoch": images, "keras_jit_compile": args.jit_compile}
+  result.update({f"{name}_epoch_seconds": [round(s, 3) for s in seconds[name]] for name in names})
+  for name in opponents:
+    result[f"jax_over_{name}_median"] = round(
+        statistics.median(seconds[name]) / statistics.median(seconds["jax"]), 3)
+    result[f"jax_over_{name}_best"] = round(min(seconds[name]) / min(seconds["jax"]), 3)
+  print(json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -79,6 +79,23 @@ class VAE(nn.Module):
     return torch.mean(bce + kl)
 
 
+def train_epoch(model, opt, data, batch_size):
+  """One epoch over data in a fresh random order, the last incomplete batch dropped:
+  (seconds, mean loss)."""
+  start = time.perf_counter()
+  steps = len(data) // batch_size
+  perm = torch.randperm(len(data))
+  total = torch.zeros(())
+  for i in range(steps):
+    x = data[perm[i * batch_size:(i + 1) * batch_size]]
+    loss = model(x)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    total += loss.detach()
+  return time.perf_counter() - start, total.item() / steps
+
+
 def main():
   args = parse_args()
   torch.set_num_threads(os.cpu_count())
@@ -91,18 +108,9 @@ def main():
   steps = len(data) // args.batch_size  # drops the last incomplete batch
   epoch_seconds, epoch_losses = [], []
   for epoch in range(args.epochs):
-    start = time.perf_counter()
-    perm = torch.randperm(len(data))
-    total = torch.zeros(())
-    for i in range(steps):
-      x = data[perm[i * args.batch_size:(i + 1) * args.batch_size]]
-      loss = model(x)
-      opt.zero_grad(set_to_none=True)
-      loss.backward()
-      opt.step()
-      total += loss.detach()
-    epoch_losses.append(total.item() / steps)
-    epoch_seconds.append(time.perf_counter() - start)
+    seconds, loss = train_epoch(model, opt, data, args.batch_size)
+    epoch_seconds.append(seconds)
+    epoch_losses.append(loss)
     print(f"epoch {epoch + 1}: loss {epoch_losses[-1]:.2f} ({epoch_seconds[-1]:.2f}s)", file=sys.stderr)
   timed = epoch_seconds[1:] or epoch_seconds  # epoch 1 is warm-up
   print(json.dumps({
