@@ -22,7 +22,6 @@ import importlib
 import os
 import statistics
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -38,10 +37,8 @@ def parse_overrides(variant: str) -> list[tuple[str, str, object]]:
 
 
 def compile_variant(config, variant: str):
-  """The variant's compiled epoch, with its state and data, warmed up once."""
-  import jax
-
-  from vae_jax.benchmark import epoch_inputs
+  """The variant's epoch (vae_jax.benchmark.CompiledEpoch), compiled with its overrides set."""
+  from vae_jax.benchmark import CompiledEpoch
 
   saved = []
   try:
@@ -49,14 +46,10 @@ def compile_variant(config, variant: str):
       module = importlib.import_module(f"vae_jax.{module_name}")
       saved.append((module, name, getattr(module, name)))  # AttributeError: a typo
       setattr(module, name, value)
-    _, fns, state, data = epoch_inputs(config)
-    epoch = fns.train_epoch.lower(state, *data).compile()
+    return CompiledEpoch(config)
   finally:
     for module, name, value in reversed(saved):
       setattr(module, name, value)
-  state, terms = epoch(state, *data)
-  jax.block_until_ready(terms)
-  return epoch, state, data
 
 
 def main() -> None:
@@ -67,22 +60,15 @@ def main() -> None:
   parser.add_argument("--rounds", type=int, default=30)
   args = parser.parse_args()
 
-  import jax
-
   from vae_jax.config import Config
 
   config = Config(model="vae", arch=args.arch, batch_size=128,
                   train_examples=args.steps * 128, epochs=1, milestones=(1,))
-  runs = {v: list(compile_variant(config, v)) for v in args.variants}
+  epochs = {v: compile_variant(config, v) for v in args.variants}
   ms = {v: [] for v in args.variants}
   for round_ in range(args.rounds):
     for v in (args.variants if round_ % 2 == 0 else reversed(args.variants)):
-      epoch, state, data = runs[v]
-      start = time.perf_counter()
-      state, terms = epoch(state, *data)
-      jax.block_until_ready(terms)
-      ms[v].append(1000 * (time.perf_counter() - start) / args.steps)
-      runs[v][1] = state
+      ms[v].append(1000 * epochs[v]() / args.steps)
   for v in args.variants:
     low, mid = min(ms[v]), statistics.median(ms[v])
     print(f"{v or '(as it stands)':40s} min {low:6.2f}  median {mid:6.2f} ms/step"

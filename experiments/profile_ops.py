@@ -21,7 +21,6 @@ import os
 import re
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -61,25 +60,19 @@ def main() -> None:
 
   import jax
 
-  from vae_jax.benchmark import epoch_inputs
+  from vae_jax.benchmark import CompiledEpoch
   from vae_jax.config import Config
 
   batch = 128
   config = Config(model=args.model, arch=args.arch, batch_size=batch,
                   train_examples=args.steps * batch, epochs=1, milestones=(1,))
-  _, fns, state, data = epoch_inputs(config)
-  epoch = fns.train_epoch.lower(state, *data).compile()
-  state, terms = epoch(state, *data)  # warm-up
-  jax.block_until_ready(terms)
+  epoch = CompiledEpoch(config)
   with tempfile.TemporaryDirectory() as trace_dir:
     jax.profiler.start_trace(trace_dir)
-    start = time.perf_counter()
-    state, terms = epoch(state, *data)
-    jax.block_until_ready(terms)
-    seconds = time.perf_counter() - start
+    seconds = epoch()
     jax.profiler.stop_trace()
     print(f"{args.arch}: {seconds / args.steps * 1000:.1f} ms per step of {batch} (traced)")
-    print("\n".join(op_table(trace_dir, epoch.as_text(), args.steps, args.min_ms)))
+    print("\n".join(op_table(trace_dir, epoch.compiled.as_text(), args.steps, args.min_ms)))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ import json
 import os
 import statistics
 import sys
-import time
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, _HERE)
@@ -40,41 +39,25 @@ def parse_args():
   return p.parse_args()
 
 
-def jax_epoch(arch: str, train_examples: int):
-  """A function that trains one vae_jax epoch and returns its seconds (compiled, warmed up)."""
-  import jax
-
-  from vae_jax.benchmark import epoch_inputs
+def jax_epoch(arch: str, images: int):
+  """vae_jax's compiled epoch (vae_jax.benchmark.CompiledEpoch): each call trains one
+  epoch of `images` and returns its seconds; warmed up."""
+  from vae_jax.benchmark import CompiledEpoch
   from vae_jax.config import Config
 
-  config = Config(model="vae", arch=arch, batch_size=128, latent_dim=2,
-                  train_examples=train_examples, epochs=1, milestones=(1,))
-  _, fns, state, data = epoch_inputs(config)
-  compiled = fns.train_epoch.lower(state, *data).compile()
-  box = [state]
-
-  def run() -> float:
-    start = time.perf_counter()
-    box[0], terms = compiled(box[0], *data)
-    jax.block_until_ready(terms)
-    return time.perf_counter() - start
-
-  run()
-  return run
+  return CompiledEpoch(Config(model="vae", arch=arch, batch_size=128, latent_dim=2,
+                              train_examples=images, epochs=1, milestones=(1,)))
 
 
-def keras_epoch(arch: str, train_examples: int, manual_dir: str, jit_compile: bool):
-  """A function that trains one Keras epoch (model.fit, epochs=1) and returns its seconds,
-  as keras_vae.py's timer measures it (inside fit, after its set-up); traced and warmed up."""
+def keras_epoch(arch: str, images: int, manual_dir: str, jit_compile: bool):
+  """A function that trains one Keras epoch (model.fit, epochs=1) of the first `images`
+  and returns its seconds, as keras_vae.py's timer measures it (inside fit, after its
+  set-up); traced and warmed up."""
   import keras
-  import numpy as np
 
   keras.utils.set_random_seed(0)
-  images, _ = keras_vae.load_mnist(manual_dir)
-  steps = min(len(images), train_examples) // 128
-  x = (images[:steps * 128].astype(np.float32) / 255.0)[..., None]
-  model = keras_vae.VAE(keras_vae.make_encoder(arch, 2, 0), keras_vae.make_decoder(arch, 2))
-  model.compile(optimizer=keras.optimizers.Adam(learning_rate=1e-3), jit_compile=jit_compile)
+  x = keras_vae.training_inputs(keras_vae.load_mnist(manual_dir)[0][:images], 128)
+  model = keras_vae.make_vae(arch, 2, 0, jit_compile)
 
   def run() -> float:
     timer = keras_vae.EpochTimer()
@@ -85,20 +68,17 @@ def keras_epoch(arch: str, train_examples: int, manual_dir: str, jit_compile: bo
   return run
 
 
-def torch_epoch(arch: str, train_examples: int, manual_dir: str):
-  """A function that trains one PyTorch epoch (torch_vae.train_epoch) and returns its
-  seconds; warmed up."""
-  import numpy as np
+def torch_epoch(arch: str, images: int, manual_dir: str):
+  """A function that trains one PyTorch epoch (torch_vae.train_epoch) of the first
+  `images` and returns its seconds; warmed up."""
   import torch
 
   import torch_vae
 
   torch.set_num_threads(os.cpu_count())
   torch.manual_seed(0)
-  images, _ = torch_vae.load_mnist(manual_dir)
-  data = torch.from_numpy(images[:train_examples].astype(np.float32) / 255.0).unsqueeze(1)
-  model = torch_vae.VAE(arch, 2)
-  opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+  data = torch_vae.training_inputs(torch_vae.load_mnist(manual_dir)[0][:images])
+  model, opt = torch_vae.make_vae(arch, 2)
   run = lambda: torch_vae.train_epoch(model, opt, data, 128)[0]
   run()
   return run

@@ -121,16 +121,27 @@ class EpochTimer(keras.callbacks.Callback):
     print(f"epoch {epoch + 1}: loss {self.losses[-1]:.2f} ({self.seconds[-1]:.2f}s)", file=sys.stderr)
 
 
+def training_inputs(images, batch_size):
+  """uint8 images [N, 28, 28] -> float32 [N', 28, 28, 1] in [0, 1], whole batches only
+  (fit() keeps a final partial batch, so it is dropped up front)."""
+  whole = len(images) // batch_size * batch_size
+  return (images[:whole].astype(np.float32) / 255.0)[..., None]
+
+
+def make_vae(arch, latent_dim, seed, jit_compile):
+  """The VAE, compiled with Adam (learning rate 1e-3)."""
+  model = VAE(make_encoder(arch, latent_dim, seed), make_decoder(arch, latent_dim))
+  model.compile(optimizer=keras.optimizers.Adam(learning_rate=1e-3), jit_compile=jit_compile)
+  return model
+
+
 def main():
   args = parse_args()
   keras.utils.set_random_seed(args.seed)
   images, _ = load_mnist(args.manual_dir)
-  images = images[:args.train_examples]
-  steps = len(images) // args.batch_size
-  # fit() keeps a final partial batch, so drop it up front.
-  x = (images[:steps * args.batch_size].astype(np.float32) / 255.0)[..., None]
-  model = VAE(make_encoder(args.arch, args.latent_dim, args.seed), make_decoder(args.arch, args.latent_dim))
-  model.compile(optimizer=keras.optimizers.Adam(learning_rate=1e-3), jit_compile=args.jit_compile == "true")
+  x = training_inputs(images[:args.train_examples], args.batch_size)
+  steps = len(x) // args.batch_size
+  model = make_vae(args.arch, args.latent_dim, args.seed, args.jit_compile == "true")
   timer = EpochTimer()
   model.fit(x, batch_size=args.batch_size, epochs=args.epochs, shuffle=True, verbose=0, callbacks=[timer])
   timed = timer.seconds[1:] or timer.seconds  # epoch 1 is warm-up (tracing + XLA compile)

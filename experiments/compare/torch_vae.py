@@ -79,6 +79,17 @@ class VAE(nn.Module):
     return torch.mean(bce + kl)
 
 
+def training_inputs(images):
+  """uint8 images [N, 28, 28] -> float32 tensor [N, 1, 28, 28] in [0, 1]."""
+  return torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)
+
+
+def make_vae(arch, latent_dim):
+  """(the VAE, its Adam optimizer with learning rate 1e-3)."""
+  model = VAE(arch, latent_dim)
+  return model, torch.optim.Adam(model.parameters(), lr=1e-3)
+
+
 def train_epoch(model, opt, data, batch_size):
   """One epoch over data in a fresh random order, the last incomplete batch dropped:
   (seconds, mean loss)."""
@@ -101,10 +112,8 @@ def main():
   torch.set_num_threads(os.cpu_count())
   torch.manual_seed(args.seed)
   images, _ = load_mnist(args.manual_dir)
-  images = images[:args.train_examples]
-  data = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)  # [N,1,28,28]
-  model = VAE(args.arch, args.latent_dim)
-  opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+  data = training_inputs(images[:args.train_examples])
+  model, opt = make_vae(args.arch, args.latent_dim)
   steps = len(data) // args.batch_size  # drops the last incomplete batch
   epoch_seconds, epoch_losses = [], []
   for epoch in range(args.epochs):
