@@ -263,8 +263,9 @@ def _narrow_bwd(strides, residuals, g):
   x, kernel = residuals
   kh, kw, cin, f = kernel.shape
   planes = _tap_gradients(g, (kh, kw), strides)
-  taps = kernel.reshape(kh * kw, cin, f)
-  dx = sum(planes[t][..., j:j + 1] * taps[t, :, j] for t in range(kh * kw) for j in range(f))
+  tap_kernels = kernel.reshape(kh * kw, cin, f)  # (taps elsewhere are contributions)
+  dx = sum(planes[t][..., j:j + 1] * tap_kernels[t, :, j]
+           for t in range(kh * kw) for j in range(f))
   # [kh*kw, N, H, W, f] -> rows (t, j), columns the pixels: a plain [K, M] x [M, in] product.
   stacked = jnp.moveaxis(jnp.stack(planes), -1, 1).reshape(kh * kw * f, -1)
   dkernel = jnp.dot(stacked, x.reshape(-1, cin)).reshape(kh, kw, f, cin).transpose(0, 1, 3, 2)
