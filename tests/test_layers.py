@@ -26,12 +26,17 @@ CASES = [
     # Kernels wider than the input: taps that reach past both edges.
     ((2, 2, 1, 4), 3, 4, 1),
     ((2, 1, 2, 3), 2, 5, 2),
+    # Different kernel sizes and strides along the two axes: phases (rh, rw) in order.
+    ((2, 5, 6, 3), 4, (3, 2), (2, 3)),
+    ((2, 6, 4, 2), 3, (2, 4), (3, 1)),
 ]
 
 
-def _pair(features: int, k: int, s: int, **kw) -> tuple[nn.Module, nn.Module]:
-  ref = nn.ConvTranspose(features, (k, k), strides=(s, s), padding="SAME", **kw)
-  return ref, MatmulConvTranspose(features, (k, k), (s, s), **kw)
+def _pair(features: int, k, s, **kw) -> tuple[nn.Module, nn.Module]:
+  """flax's ConvTranspose and ours; k and s are ints (square) or (height, width)."""
+  k, s = (k, k) if isinstance(k, int) else k, (s, s) if isinstance(s, int) else s
+  ref = nn.ConvTranspose(features, k, strides=s, padding="SAME", **kw)
+  return ref, MatmulConvTranspose(features, k, s, **kw)
 
 
 def _inputs(ref: nn.Module, shape, seed: int):

@@ -160,8 +160,11 @@ def _add_taps(taps: jax.Array, bias: jax.Array, strides: tuple[int, int]) -> jax
   the output [N, sH, sW, f], plus bias.
 
   Output phase (rh, rw) (the pixels s*m + r) is the bias plus the taps of that phase,
-  each shifted by its offset; XLA computes the phases in one fused loop, then
-  interleaves them (depth-to-space).
+  each shifted by its offset. The phases are stacked straight into the output's order,
+  [N, H, sh, W, sw, f] (a reshape away from [N, sH, sW, f]), so XLA computes and
+  interleaves them (depth-to-space) in one fused loop. Stacked as [N, H, W, sh*sw, f]
+  and then transposed, the interleave landed in whatever read the output next: the
+  next layer's weight-gradient transpose took 3x as long.
   """
   n, h, w, kh, kw, f = taps.shape
   (sh, sw), src_h, src_w = strides, tap_sources(kh, strides[0]), tap_sources(kw, strides[1])
@@ -172,8 +175,8 @@ def _add_taps(taps: jax.Array, bias: jax.Array, strides: tuple[int, int]) -> jax
                                 for th, (phase_h, qh) in enumerate(src_h) if phase_h == rh
                                 for tw, (phase_w, qw) in enumerate(src_w) if phase_w == rw),
                                jnp.zeros((n, h, w, f), taps.dtype)))
-  y = jnp.stack(phases, axis=3).reshape(n, h, w, sh, sw, f).transpose(0, 1, 3, 2, 4, 5)
-  return y.reshape(n, h * sh, w * sw, f)
+  rows = [jnp.stack(phases[rh * sw:(rh + 1) * sw], axis=3) for rh in range(sh)]  # [N, H, W, sw, f]
+  return jnp.stack(rows, axis=2).reshape(n, h * sh, w * sw, f)
 
 
 def _gather_index(taps_shape: tuple[int, ...], strides: tuple[int, int]) -> np.ndarray:
