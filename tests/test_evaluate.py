@@ -80,3 +80,19 @@ def test_evaluate_elbo_and_log_likelihood_match_monte_carlo_in_float64(evaluated
   assert abs(result["test_elbo"] - elbo.mean()) < 2.0
   assert abs(result["test_log_likelihood"] - log_px.mean()) < 2.0
   assert result["test_elbo"] < result["test_log_likelihood"] < 0
+
+
+
+def test_frechet_codes_share_no_key_with_a_test_batch():
+  # Batch size 1 over the whole test set gives 10,000 batches, the most there can be; each
+  # batch splits its key into an ELBO key and an importance-sampling key.
+  batch_keys = jax.vmap(evaluate.estimates_key)(np.arange(10_000))
+  used = np.concatenate([jax.random.key_data(batch_keys)] + [
+      jax.random.key_data(k) for k in jax.vmap(jax.random.split, out_axes=1)(batch_keys)])
+
+  def used_by_a_batch(key):
+    return bool(np.any(np.all(used == np.asarray(jax.random.key_data(key)), axis=-1)))
+
+  assert not used_by_a_batch(evaluate.frechet_key())
+  # The key the Fréchet codes had before: test batch 1's.
+  assert used_by_a_batch(jax.random.fold_in(jax.random.PRNGKey(evaluate.EVAL_SEED), 1))

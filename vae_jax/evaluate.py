@@ -19,9 +19,26 @@ flags.DEFINE_integer("eval_batch_size", 100, "Test images per compiled call.")
 flags.DEFINE_integer("num_test_examples", None, "Evaluate the first N test images (default all).")
 FLAGS = flags.FLAGS
 
-# The key of the test-set estimates: fixed, so two checkpoints see the same noise.
+# Fixed keys, so that two checkpoints see the same noise: test batch i's estimates draw
+# from fold_in(PRNGKey(EVAL_SEED), i), and the Fréchet samples' prior codes from a root
+# key of their own (once fold_in(PRNGKey(EVAL_SEED), 1), which was test batch 1's key).
 EVAL_SEED = 0
+FRECHET_SEED = 1
 NUM_FRECHET_SAMPLES = 10_000
+
+
+def estimates_key(batch_index: int):
+  """The key of test batch batch_index's ELBO and importance samples."""
+  import jax
+
+  return jax.random.fold_in(jax.random.PRNGKey(EVAL_SEED), batch_index)
+
+
+def frechet_key():
+  """The key of the Fréchet samples' prior codes: no test batch's key."""
+  import jax
+
+  return jax.random.PRNGKey(FRECHET_SEED)
 
 
 def batch_estimates(params, images_u8, labels, key, *, model, num_samples: int, chunk_size: int):
@@ -78,8 +95,7 @@ def sample_quality(run, state, data, classifier_workdir: str,
         f"--dataset={run.config.dataset} --workdir={classifier_workdir}")}
   clf = classifier_lib.load_classifier(classifier_workdir, run.config.dataset)
   prior = report.model_prior(state, run.model, run.config, data.train, run.mesh)
-  key = jax.random.fold_in(jax.random.PRNGKey(EVAL_SEED), 1)
-  z = report.draw_codes(prior, key, num_samples)
+  z = report.draw_codes(prior, frechet_key(), num_samples)
   asked = np.arange(num_samples) % models.NUM_CLASSES
   samples = report.decode_probs(state.params, run.model, z, asked)[..., None]
   # data.val is the grey test split unless training binarized it; only then load it again.
@@ -120,7 +136,7 @@ def evaluate_run(workdir: str, epoch: Optional[int] = None, num_importance_sampl
                                        num_samples=num_importance_samples, chunk_size=chunk_size))
   start = time.time()
   parts = [estimate(state.params, images[i:i + eval_batch_size], labels[i:i + eval_batch_size],
-                    jax.random.fold_in(jax.random.PRNGKey(EVAL_SEED), i // eval_batch_size))
+                    estimates_key(i // eval_batch_size))
            for i in range(0, len(images), eval_batch_size)]
   out = {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0]}
   result = {"workdir": workdir, "epoch": epoch, "model": run.config.model,
