@@ -60,10 +60,9 @@ def main() -> None:
   parser.add_argument("--rounds", type=int, default=30)
   args = parser.parse_args()
 
-  from vae_jax.config import Config
+  from vae_jax.benchmark import timing_config
 
-  config = Config(model="vae", arch=args.arch, batch_size=128,
-                  train_examples=args.steps * 128, epochs=1, milestones=(1,))
+  config = timing_config(args.arch, train_examples=args.steps * 128)
   epochs = {v: compile_variant(config, v) for v in args.variants}
   ms = {v: [] for v in args.variants}
   for round_ in range(args.rounds):

@@ -60,12 +60,11 @@ def main() -> None:
 
   import jax
 
-  from vae_jax.benchmark import CompiledEpoch
-  from vae_jax.config import Config
+  from vae_jax.benchmark import CompiledEpoch, timing_config
 
   batch = 128
-  config = Config(model=args.model, arch=args.arch, batch_size=batch,
-                  train_examples=args.steps * batch, epochs=1, milestones=(1,))
+  config = timing_config(args.arch, train_examples=args.steps * batch, model=args.model,
+                         batch_size=batch)
   epoch = CompiledEpoch(config)
   with tempfile.TemporaryDirectory() as trace_dir:
     jax.profiler.start_trace(trace_dir)

@@ -82,7 +82,6 @@ def test_evaluate_elbo_and_log_likelihood_match_monte_carlo_in_float64(evaluated
   assert result["test_elbo"] < result["test_log_likelihood"] < 0
 
 
-
 def test_frechet_codes_share_no_key_with_a_test_batch():
   # Batch size 1 over the whole test set gives 10,000 batches, the most there can be; each
   # batch splits its key into an ELBO key and an importance-sampling key.
@@ -95,4 +94,4 @@ def test_frechet_codes_share_no_key_with_a_test_batch():
 
   assert not used_by_a_batch(evaluate.frechet_key())
   # The key the Fréchet codes had before: test batch 1's.
-  assert used_by_a_batch(jax.random.fold_in(jax.random.PRNGKey(evaluate.EVAL_SEED), 1))
+  assert used_by_a_batch(evaluate.estimates_key(1))

@@ -34,7 +34,7 @@ CASES = [
 
 def _pair(features: int, k, s, **kw) -> tuple[nn.Module, nn.Module]:
   """flax's ConvTranspose and ours; k and s are ints (square) or (height, width)."""
-  k, s = (k, k) if isinstance(k, int) else k, (s, s) if isinstance(s, int) else s
+  k, s = layers._pair(k), layers._pair(s)
   ref = nn.ConvTranspose(features, k, strides=s, padding="SAME", **kw)
   return ref, MatmulConvTranspose(features, k, s, **kw)
 

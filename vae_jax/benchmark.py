@@ -54,6 +54,13 @@ def epoch_inputs(config: Config):
   return mesh, fns, state, data
 
 
+def timing_config(arch: str, train_examples: int, model: str = "vae",
+                  batch_size: int = 128) -> Config:
+  """A one-epoch config of train_examples images (batch 128 unless said), for CompiledEpoch."""
+  return Config(model=model, arch=arch, batch_size=batch_size, train_examples=train_examples,
+                epochs=1, milestones=(1,))
+
+
 class CompiledEpoch:
   """config's train epoch (epoch_inputs), compiled and run once untimed, so that first-run
   allocations stay out of any timing. Each call trains one more epoch, on the state the

@@ -21,7 +21,7 @@ FLAGS = flags.FLAGS
 
 # Fixed keys, so that two checkpoints see the same noise: test batch i's estimates draw
 # from fold_in(PRNGKey(EVAL_SEED), i), and the Fréchet samples' prior codes from a root
-# key of their own (once fold_in(PRNGKey(EVAL_SEED), 1), which was test batch 1's key).
+# key of their own, which no test batch uses.
 EVAL_SEED = 0
 FRECHET_SEED = 1
 NUM_FRECHET_SAMPLES = 10_000

@@ -42,11 +42,9 @@ def parse_args():
 def jax_epoch(arch: str, images: int):
   """vae_jax's compiled epoch (vae_jax.benchmark.CompiledEpoch): each call trains one
   epoch of `images` and returns its seconds; warmed up."""
-  from vae_jax.benchmark import CompiledEpoch
-  from vae_jax.config import Config
+  from vae_jax.benchmark import CompiledEpoch, timing_config
 
-  return CompiledEpoch(Config(model="vae", arch=arch, batch_size=128, latent_dim=2,
-                              train_examples=images, epochs=1, milestones=(1,)))
+  return CompiledEpoch(timing_config(arch, train_examples=images))  # latent_dim 2, the default
 
 
 def keras_epoch(arch: str, images: int, manual_dir: str, jit_compile: bool):
