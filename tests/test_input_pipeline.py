@@ -41,6 +41,19 @@ def test_fixed_binarization_is_reproducible_and_keeps_the_mean():
   np.testing.assert_array_equal(a.labels, split.labels)
 
 
+def test_fixed_binarization_takes_a_seed_as_prng_key_does():
+  """Runs made before seeds were checked may hold a negative seed: it draws (rather than
+  numpy's ValueError) as its 32-bit twin does, the seed PRNGKey makes of it."""
+  import jax
+
+  split = input_pipeline.Split(np.full((4, 28, 28, 1), 128, np.uint8), np.zeros(4, np.int32))
+  assert (jax.random.PRNGKey(-1) == jax.random.PRNGKey(2**32 - 1)).all()
+  np.testing.assert_array_equal(input_pipeline.binarize_fixed(split, seed=-1).images,
+                                input_pipeline.binarize_fixed(split, seed=2**32 - 1).images)
+  assert (input_pipeline.binarize_fixed(split, seed=1).images
+          != input_pipeline.binarize_fixed(split, seed=2).images).any()
+
+
 def test_offline_without_manual_dir_says_to_pass_it(monkeypatch, tmp_path):
   # A real attempt waits minutes for tfds's retries; its error is what requests raises.
   import requests

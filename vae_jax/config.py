@@ -131,10 +131,15 @@ def validate(config: Config) -> None:
     validate_manual_dir(config.manual_dir)
 
 
+SEED_BITS = 32
+
+
 def validate_seed(name: str, seed: int) -> None:
-  """jax.random.PRNGKey takes any integer that fits in int64."""
-  if not -2**63 <= seed < 2**63:
-    raise ConfigError(f"--{name}={seed} must fit in 64 bits: {-2**63}..{2**63 - 1}")
+  """jax.random.PRNGKey keeps only a seed's low 32 bits (without jax_enable_x64), so a
+  seed outside 0..2**32 - 1 would silently repeat another run's randomness."""
+  if not 0 <= seed < 2**SEED_BITS:
+    raise ConfigError(f"--{name}={seed} must be in 0..{2**SEED_BITS - 1} (jax's PRNGKey keeps "
+                      f"{SEED_BITS} bits: other seeds would repeat these)")
 
 
 def validate_manual_dir(manual_dir: str) -> None:

@@ -84,9 +84,13 @@ TEST_BINARIZATION_SEED = 0
 
 
 def binarize_fixed(split: Split, seed: int = TEST_BINARIZATION_SEED) -> Split:
-  """One Bernoulli draw per pixel with p = intensity: uint8 images with values {0, 255}."""
+  """One Bernoulli draw per pixel with p = intensity: uint8 images with values {0, 255}.
+
+  The seed is taken modulo 2**32, as jax.random.PRNGKey takes it, so that a run made
+  before seeds were checked (a negative one, say) draws where its keys point.
+  """
   p = split.images.astype(np.float32) / 255.0
-  drawn = np.random.default_rng(seed).random(p.shape, dtype=np.float32) < p
+  drawn = np.random.default_rng(seed % 2**32).random(p.shape, dtype=np.float32) < p
   return Split(images=drawn.astype(np.uint8) * 255, labels=split.labels)
 
 

@@ -23,7 +23,7 @@ flags.DEFINE_list("milestones", ["20", "50", "80", "100", "150"],
 flags.DEFINE_integer("batch_size", 128, "Training batch size (global, over all devices).")
 flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.")
 flags.DEFINE_float("beta", 1.0, "Weight of the KL term (VAE).")
-flags.DEFINE_integer("seed", 0, "Seed of every random number of the run.")
+flags.DEFINE_integer("seed", 0, "Seed of every random number of the run: 0..2**32-1.")
 flags.DEFINE_string("binarize", "none", "none: pixels in [0, 1]; dynamic: a fresh Bernoulli "
                     "binarization every epoch, the test set binarized once (Burda et al. 2015).")
 flags.DEFINE_integer("train_examples", None, "Use only the first N training images (default all).")
