@@ -82,6 +82,52 @@ def test_save_then_load_gives_identical_predictions(tmp_path):
     classifier.load_classifier(str(tmp_path), dataset="mnist")
 
 
+def test_a_classifier_of_another_dataset_points_to_one_of_the_right_dataset(tmp_path):
+  classifier.save_classifier(classifier.new_classifier(dataset="fashion_mnist"), str(tmp_path))
+  with pytest.raises(classifier.MissingClassifierError) as info:
+    classifier.load_classifier(str(tmp_path), dataset="mnist")
+  # Never advice to overwrite this (good) classifier of the other dataset.
+  assert str(info.value) == (
+      f"{tmp_path} holds a classifier of fashion_mnist, not mnist; use one of mnist, e.g. "
+      "trained with: python -m vae_jax.classifier --dataset=mnist --workdir=runs/classifier_mnist")
+
+
+@pytest.mark.parametrize("damage", ["info", "checkpoint"])
+def test_a_damaged_classifier_is_a_one_line_config_error(tmp_path, damage):
+  classifier.save_classifier(classifier.new_classifier(), str(tmp_path))
+  if damage == "info":
+    (tmp_path / classifier.INFO_FILE).write_text("{}")
+  else:
+    step = tmp_path / classifier.CHECKPOINT_DIR / "0"
+    for path in sorted(step.rglob("*"), reverse=True):
+      if path.is_file():
+        path.write_bytes(b"")  # every file of the checkpoint truncated
+  with pytest.raises(classifier.MissingClassifierError) as info:
+    classifier.load_classifier(str(tmp_path), dataset="mnist")
+  message = str(info.value)
+  assert message.startswith(f"{tmp_path} holds a damaged classifier (") and "\n" not in message
+  assert message.endswith(f"--dataset=mnist --workdir={tmp_path} --overwrite")
+
+
+def test_saving_never_replaces_checkpoints_that_are_not_a_classifiers(tmp_path, capsys):
+  mine = tmp_path / classifier.CHECKPOINT_DIR / "my_model.ckpt"
+  mine.parent.mkdir()
+  mine.write_text("mine")
+  with pytest.raises(ConfigError, match=f"holds {classifier.CHECKPOINT_DIR}/ but no "):
+    classifier.save_classifier(classifier.new_classifier(), str(tmp_path))
+  # The command line refuses before it loads or trains anything, in one line.
+  with pytest.raises(SystemExit) as exit_info:
+    run_entry_point([f"--workdir={tmp_path}", "--data_dir=/nonexistent"])
+  assert exit_info.value.code == 2
+  assert capsys.readouterr().err.strip() == (
+      f"error: --workdir={tmp_path} holds checkpoints/ but no classifier.json: not a "
+      "classifier's (or a save cut short); use another --workdir, or pass --overwrite to "
+      "replace its checkpoints/")
+  assert mine.read_text() == "mine"
+  classifier.save_classifier(classifier.new_classifier(), str(tmp_path), overwrite=True)
+  assert not mine.exists() and classifier.load_classifier(str(tmp_path)).dataset == "mnist"
+
+
 def test_a_missing_classifier_is_a_one_line_config_error(tmp_path):
   with pytest.raises(ConfigError) as info:
     classifier.load_classifier(str(tmp_path / "nowhere"))

@@ -95,3 +95,18 @@ def test_frechet_codes_share_no_key_with_a_test_batch():
   assert not used_by_a_batch(evaluate.frechet_key())
   # The key the Fréchet codes had before: test batch 1's.
   assert used_by_a_batch(evaluate.estimates_key(1))
+
+
+def test_a_classifier_of_another_dataset_stops_evaluate_before_the_estimates(
+    evaluated, tmp_path, monkeypatch):
+  from vae_jax import classifier
+
+  classifier.save_classifier(classifier.new_classifier(dataset="fashion_mnist"), str(tmp_path))
+
+  def estimates_ran(*args, **kwargs):
+    raise AssertionError("the estimates ran before the classifier was checked")
+
+  monkeypatch.setattr(evaluate, "batch_estimates", estimates_ran)
+  with pytest.raises(classifier.MissingClassifierError, match="of fashion_mnist, not mnist"):
+    evaluate.evaluate_run(evaluated[0]["workdir"], num_importance_samples=2,
+                          num_test_examples=8, classifier_workdir=str(tmp_path))

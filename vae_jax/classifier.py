@@ -209,7 +209,7 @@ def train_classifier(config: Config, workdir: str, overwrite: bool = False,
   Of config it uses dataset, epochs, batch_size, learning_rate, seed, train_examples,
   data_dir and manual_dir.
   """
-  refuse_run_folder(workdir)
+  refuse_foreign_folder(workdir, overwrite)
   if has_classifier(workdir) and not overwrite:
     raise ConfigError(f"--workdir={workdir} already holds a trained classifier; "
                       "pass --overwrite to train a new one")
@@ -247,7 +247,7 @@ def train_classifier(config: Config, workdir: str, overwrite: bool = False,
       "epochs": config.epochs, "train_examples": len(train.labels),
       "batch_size": config.batch_size, "learning_rate": config.learning_rate, "seed": config.seed,
       "test_accuracy_per_epoch": accuracies, "seconds_per_epoch": [round(s, 2) for s in seconds],
-  })
+  }, overwrite)
   log(f"classifier saved to {workdir} (test accuracy {classifier.test_accuracy:.2%})")
   return classifier
 
@@ -274,19 +274,27 @@ def has_classifier(workdir: str) -> bool:
   return os.path.isfile(os.path.join(workdir, INFO_FILE))
 
 
-def refuse_run_folder(workdir: str) -> None:
-  """A ConfigError if workdir holds a VAE run, whose checkpoints/ a classifier would replace."""
+def refuse_foreign_folder(workdir: str, overwrite: bool = False) -> None:
+  """A ConfigError if saving a classifier in workdir would replace checkpoints/ that are
+  not a classifier's: a VAE run's, or (unless overwrite) any without classifier.json,
+  which is another program's folder or a classifier save cut short."""
   if os.path.isfile(os.path.join(workdir, config_lib.CONFIG_FILE)):
     raise ConfigError(f"--workdir={workdir} holds a VAE run ({config_lib.CONFIG_FILE}), "
                       "not a classifier; use another --workdir")
+  if (os.path.exists(os.path.join(workdir, CHECKPOINT_DIR)) and not has_classifier(workdir)
+      and not overwrite):
+    raise ConfigError(f"--workdir={workdir} holds {CHECKPOINT_DIR}/ but no {INFO_FILE}: not a "
+                      "classifier's (or a save cut short); use another --workdir, or pass "
+                      f"--overwrite to replace its {CHECKPOINT_DIR}/")
 
 
-def save_classifier(classifier: Classifier, workdir: str, info: Optional[dict] = None) -> None:
+def save_classifier(classifier: Classifier, workdir: str, info: Optional[dict] = None,
+                    overwrite: bool = False) -> None:
   """The params as an Orbax checkpoint in W/checkpoints/<epochs>, then W/classifier.json.
 
-  Replaces any classifier already there; refuses a VAE run's folder.
+  Replaces any classifier already there; refuses other checkpoints (refuse_foreign_folder).
   """
-  refuse_run_folder(workdir)
+  refuse_foreign_folder(workdir, overwrite)
   info = {"dataset": classifier.dataset, "epochs": 0, "test_accuracy": classifier.test_accuracy,
           **(info or {})}
   os.makedirs(workdir, exist_ok=True)
@@ -305,27 +313,36 @@ def save_classifier(classifier: Classifier, workdir: str, info: Optional[dict] =
 
 
 def load_classifier(workdir: str, dataset: Optional[str] = None) -> Classifier:
-  """The classifier saved in workdir; MissingClassifierError if there is none (or it was
-  trained on another dataset than `dataset`, when given)."""
-  command = (f"python -m vae_jax.classifier --dataset={dataset or 'mnist'} "
-             f"--workdir={workdir}")
+  """The classifier saved in workdir; MissingClassifierError if there is none, if it was
+  trained on another dataset than `dataset` (when given), or if it cannot be read."""
+  command = f"python -m vae_jax.classifier --dataset={dataset or 'mnist'} --workdir={workdir}"
   missing = MissingClassifierError(
       f"{workdir} holds no trained classifier; train one with: {command}")
   if not has_classifier(workdir) or not os.path.isdir(os.path.join(workdir, CHECKPOINT_DIR)):
     raise missing
-  with open(os.path.join(workdir, INFO_FILE)) as f:
-    info = json.load(f)
-  if dataset is not None and info["dataset"] != dataset:
+  damaged = f"{workdir} holds a damaged classifier ({{}}); train it again with: {command} --overwrite"
+  try:
+    with open(os.path.join(workdir, INFO_FILE)) as f:
+      info = json.load(f)
+    trained_on = info["dataset"]
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise MissingClassifierError(damaged.format(f"{INFO_FILE}: {type(e).__name__} {e}")) from e
+  if dataset is not None and trained_on != dataset:
     raise MissingClassifierError(
-        f"{workdir} holds a classifier of {info['dataset']}, not {dataset}; "
-        f"train one with: {command} --overwrite")
+        f"{workdir} holds a classifier of {trained_on}, not {dataset}; use one of {dataset}, "
+        f"e.g. trained with: python -m vae_jax.classifier --dataset={dataset} "
+        f"--workdir={cli.default_classifier_workdir(dataset)}")
   manager = _manager(workdir, read_only=True)
   try:
     if manager.latest_step() is None:
       raise missing
-    template = new_classifier(dataset=info["dataset"])
+    template = new_classifier(dataset=trained_on)
     params = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore(
         checkpoints.abstract_like(template.params)))
+  except MissingClassifierError:
+    raise
+  except Exception as e:  # Orbax raises many kinds for a damaged checkpoint
+    raise MissingClassifierError(damaged.format(f"its checkpoint: {type(e).__name__}")) from e
   finally:
     manager.close()
   return template._replace(params=params, test_accuracy=info.get("test_accuracy"))

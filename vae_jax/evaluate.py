@@ -74,7 +74,7 @@ def batch_estimates(params, images_u8, labels, key, *, model, num_samples: int, 
   }
 
 
-def sample_quality(run, state, data, classifier_workdir: str,
+def sample_quality(run, state, data, clf, classifier_workdir: str,
                    num_samples: int = NUM_FRECHET_SAMPLES) -> dict:
   """Fréchet distance between classifier features of prior samples and of the test images;
   for a conditional model also the classifier's accuracy on the labels the samples asked for.
@@ -82,18 +82,18 @@ def sample_quality(run, state, data, classifier_workdir: str,
   Samples are Bernoulli means decoded from the prior (an AE: a Gaussian fitted to its
   training codes), compared with the grey test images; a conditional model's samples ask
   for each label equally often. The features are those of the in-project classifier, so
-  the number is not comparable to Inception-based FIDs.
+  the number is not comparable to Inception-based FIDs. clf is the classifier loaded from
+  classifier_workdir, or None where none was trained there.
   """
   import jax
   import numpy as np
 
   from vae_jax import classifier as classifier_lib, frechet, input_pipeline, models, report
 
-  if not classifier_lib.has_classifier(classifier_workdir):
+  if clf is None:
     return {"frechet_distance": None, "frechet_note": (
         f"no classifier in {classifier_workdir}; train one with: python -m vae_jax.classifier "
         f"--dataset={run.config.dataset} --workdir={classifier_workdir}")}
-  clf = classifier_lib.load_classifier(classifier_workdir, run.config.dataset)
   prior = report.model_prior(state, run.model, run.config, data.train, run.mesh)
   z = report.draw_codes(prior, frechet_key(), num_samples)
   asked = np.arange(num_samples) % models.NUM_CLASSES
@@ -120,7 +120,7 @@ def evaluate_run(workdir: str, epoch: Optional[int] = None, num_importance_sampl
   import jax
   import numpy as np
 
-  from vae_jax import likelihood, restore, train
+  from vae_jax import classifier as classifier_lib, likelihood, restore, train
 
   if min(num_importance_samples, chunk_size, eval_batch_size) < 1:
     raise ConfigError("--num_importance_samples, --chunk_size and --eval_batch_size must be >= 1")
@@ -128,6 +128,11 @@ def evaluate_run(workdir: str, epoch: Optional[int] = None, num_importance_sampl
     raise ConfigError(f"--num_test_examples={num_test_examples} must be >= 1 (or left out: all)")
   run = restore.open_run(workdir, data_dir, manual_dir)
   epoch = restore.milestone_epochs(run, epoch)[-1]
+  # Loaded first: a classifier of another dataset, or a damaged one, is an error before
+  # the long estimates rather than after them. None where none was trained.
+  classifier_workdir = classifier_workdir or cli.default_classifier_workdir(run.config.dataset)
+  clf = (classifier_lib.load_classifier(classifier_workdir, run.config.dataset)
+         if classifier_lib.has_classifier(classifier_workdir) else None)
   state = restore.restore(run, epoch)
   data = train.load_data(run.config)
   images = data.val.images[:num_test_examples]
@@ -160,8 +165,7 @@ def evaluate_run(workdir: str, epoch: Optional[int] = None, num_importance_sampl
   if run.model.conditional:
     result["conditioning"] = ("the ELBO and log-likelihood are of p(x | label): the true "
                               "label is given, as in training")
-  result.update(sample_quality(
-      run, state, data, classifier_workdir or cli.default_classifier_workdir(run.config.dataset)))
+  result.update(sample_quality(run, state, data, clf, classifier_workdir))
   result["seconds"] = round(time.time() - start, 1)
   # A subset's numbers get their own file, so they never replace the whole test set's.
   subset = f"_first{len(images)}" if len(images) < len(data.val.images) else ""

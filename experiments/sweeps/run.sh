@@ -20,9 +20,10 @@ out="experiments/sweeps/$topic"
 python=.venv/bin/python
 ./run.sh test --version > /dev/null  # creates .venv if needed
 
-classifier() {  # DATASET: trains the in-project classifier once
-  [ -d "runs/classifier_$1" ] || "$python" -m vae_jax.classifier --dataset="$1" \
-    --workdir="runs/classifier_$1" --manual_dir="$data/$1" > "runs/classifier_$1.log" 2>&1
+classifier() {  # DATASET: trains the in-project classifier once (again if cut short)
+  [ -f "runs/classifier_$1/classifier.json" ] || "$python" -m vae_jax.classifier --dataset="$1" \
+    --workdir="runs/classifier_$1" --manual_dir="$data/$1" --overwrite \
+    > "runs/classifier_$1.log" 2>&1 || { tail -5 "runs/classifier_$1.log"; exit 1; }
 }
 
 run() {  # NAME DATASET EVAL_SAMPLES EVAL_IMAGES TRAIN_FLAGS...: train, evaluate, collect
