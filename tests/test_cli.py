@@ -11,7 +11,8 @@ from absl import flags
 
 import json
 
-from vae_jax import checkpoints, classifier, cli, evaluate, main, models, parallel, plot, steps
+from vae_jax import (checkpoints, classifier, cli, evaluate, generate, main, models, parallel,
+                     plot, steps)
 from vae_jax import workdir as workdir_lib
 from vae_jax import config as config_lib
 
@@ -164,6 +165,14 @@ def test_plot_names_the_saved_epochs(tmp_path, mock_mnist, capsys):
   err = capsys.readouterr().err
   assert "--epoch=7 is not saved" in err and "saved epochs: 1" in err
   assert len(err.strip().splitlines()) == 1
+  # A --manual_dir that is not there is named, not handed to tfds (which would try to
+  # download for minutes, then say to pass the flag the user had passed).
+  for entry_main in (plot.main, evaluate.main, generate.main):
+    with pytest.raises(SystemExit) as exit_info:
+      run_entry_point(entry_main, [f"--workdir={workdir}", "--manual_dir=/no/such/folder"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: --manual_dir=/no/such/folder does not exist or is not a folder")
 
 
 def test_dynamically_binarized_run_trains_and_evaluates(tmp_path, mock_mnist):

@@ -5,7 +5,10 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO
+from vae_jax import parallel, restore
 
 FOUR_DEVICES = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu",
                     XLA_FLAGS="--xla_force_host_platform_device_count=4")
@@ -50,3 +53,33 @@ def test_batch_size_not_divisible_by_the_devices_is_a_clear_error(tmp_path):
   assert len(errors) == 1 and "--batch_size=126 is not divisible by the 4 devices" in errors[0]
   assert "Traceback" not in result.stderr
   assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("trained_on,visible,batch_size,expected", [
+    (4, 4, 128, 4), (None, 4, 128, 4), (4, 8, 128, 4),  # as trained
+    (4, 1, 128, 1), (None, 1, 128, 1), (8, 3, 128, 2), (None, 3, 126, 3), (8, 6, 100, 5),
+])
+def test_a_run_is_redrawn_on_the_devices_at_hand(trained_on, visible, batch_size, expected):
+  assert parallel.restored_device_count(trained_on, visible, batch_size) == expected
+
+
+TRAIN_ON_FOUR = r"""
+import sys
+from vae_jax import train
+from vae_jax.config import Config
+train.train_and_evaluate(Config(epochs=1, milestones=(1,), train_examples=256, batch_size=32,
+                                num_devices=4, data_dir=sys.argv[1], manual_dir=sys.argv[2]),
+                         sys.argv[3], log=lambda _: None)
+"""
+
+
+def test_a_run_trained_on_four_devices_restores_on_one(tfds_dir, mnist_dir, tmp_path):
+  workdir = str(tmp_path / "run")
+  result = subprocess.run([sys.executable, "-c", TRAIN_ON_FOUR, tfds_dir, mnist_dir, workdir],
+                          env=FOUR_DEVICES, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  run = restore.open_run(workdir)  # this process sees one device
+  assert (run.config.num_devices, run.mesh.size) == (4, 1)
+  state = restore.restore(run, 1)
+  assert int(state.step) == 256 // 32
+  run.manager.close()

@@ -25,6 +25,15 @@ def make_mesh(num_devices: Optional[int] = None) -> Mesh:
   return Mesh(np.asarray(devices), (DATA_AXIS,))
 
 
+def restored_device_count(trained_on: Optional[int], visible: int, batch_size: int) -> int:
+  """How many devices to redraw or evaluate a run on: as many as it trained on (None: all
+  visible) where they are visible; else the most visible devices that divide its batch
+  size. The results agree to float tolerance whatever the count (tests/test_parallel.py),
+  so a run trained on 8 devices can be redrawn on a laptop."""
+  wanted = min(trained_on or visible, visible)
+  return max(n for n in range(1, wanted + 1) if batch_size % n == 0)
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec())
 

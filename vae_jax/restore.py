@@ -6,6 +6,7 @@ import dataclasses
 from typing import NamedTuple, Optional
 
 import flax.linen as nn
+import jax
 from jax.sharding import Mesh
 
 from vae_jax import checkpoints, models, parallel, steps
@@ -24,13 +25,16 @@ class Run(NamedTuple):
 def open_run(workdir: str, data_dir: Optional[str] = None,
              manual_dir: Optional[str] = None) -> Run:
   """Reads config.json (data paths may be overridden) and opens the checkpoints read-only."""
+  if manual_dir:
+    config_lib.validate_manual_dir(manual_dir)
   config = config_lib.load(workdir)
   config = dataclasses.replace(config, data_dir=data_dir or config.data_dir,
                                manual_dir=manual_dir or config.manual_dir)
   manager = checkpoints.RunCheckpoints(workdir, read_only=True)
   if not manager.milestone_epochs():
     raise ConfigError(f"--workdir={workdir} holds no milestone checkpoint yet")
-  mesh = parallel.make_mesh(config.num_devices)
+  mesh = parallel.make_mesh(parallel.restored_device_count(
+      config.num_devices, len(jax.devices()), config.batch_size))
   model = models.make_model(config.model, config.arch, config.latent_dim)
   template = parallel.put_replicated(
       steps.init_state(model, steps.make_optimizer(config), config.seed), mesh)
