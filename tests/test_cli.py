@@ -180,8 +180,12 @@ def test_dynamically_binarized_run_trains_and_evaluates(tmp_path, mock_mnist):
   run_entry_point(main.main, [f"--workdir={workdir}", "--binarize=dynamic", "--epochs=1",
                               "--batch_size=16", f"--data_dir={tmp_path / 'tfds'}"])
   assert config_lib.load(workdir).binarize == "dynamic"
-  run_entry_point(evaluate.main, [f"--workdir={workdir}", "--num_importance_samples=5"])
+  # An explicit, empty classifier folder: the default (runs/classifier_mnist) is relative to
+  # where the tests run, and may hold a real classifier.
+  run_entry_point(evaluate.main, [f"--workdir={workdir}", "--num_importance_samples=5",
+                                  f"--classifier_workdir={tmp_path / 'no_classifier'}"])
   with open(os.path.join(workdir, "eval_epoch_001.json")) as f:
     result = json.load(f)
   assert result["binarize"] == "dynamic" and "note" not in result
+  assert result["frechet_distance"] is None
   assert result["test_elbo"] < 0

@@ -1,5 +1,6 @@
 """The compiled train step, the whole-epoch scan and batched evaluation."""
 
+import dataclasses
 import functools
 
 import jax
@@ -187,12 +188,29 @@ def test_dynamic_binarization_is_bernoulli_with_the_pixel_intensity():
 
 
 def test_binarized_training_draws_afresh_each_step():
-  config, model, tx, state = setup()
-  images = jnp.asarray(fake_digits(64))
+  # An AE draws no codes: at the same params its loss depends on the step only through
+  # the binarization.
+  config, model, tx, state = setup("ae")
+  images = jnp.asarray(fake_digits(32))
   step = jax.jit(functools.partial(steps.train_step, model=model, tx=tx, beta=1.0, binarize=True))
   plain = jax.jit(functools.partial(steps.train_step, model=model, tx=tx, beta=1.0))
-  _, binarized_sums = step(state, images[:32])
-  _, grey_sums = plain(state, images[:32])
-  assert float(binarized_sums["loss"]) != float(grey_sums["loss"])
+  later = state.replace(step=state.step + 1)
+  grey, grey_later = (float(plain(s, images)[1]["loss"]) for s in (state, later))
+  drawn, drawn_later = (float(step(s, images)[1]["loss"]) for s in (state, later))
+  assert grey == grey_later
+  assert drawn != drawn_later and grey not in (drawn, drawn_later)
   # Same (seed, step) -> same draw: the step is a pure function of the state.
-  np.testing.assert_array_equal(step(state, images[:32])[1]["loss"], binarized_sums["loss"])
+  assert float(step(state, images)[1]["loss"]) == drawn
+
+
+@pytest.mark.parametrize("binarize", ["none", "dynamic"])
+def test_the_compiled_epoch_binarizes_as_the_config_says(binarize):
+  config, model, tx, state = setup("ae")
+  config = dataclasses.replace(config, binarize=binarize)
+  images = jnp.asarray(fake_digits(64))
+  epoch = functools.partial(steps.train_epoch, model=model, tx=tx, beta=1.0, batch_size=32)
+  _, expected = jax.jit(functools.partial(epoch, binarize=binarize == "dynamic"))(state, images)
+  _, other = jax.jit(functools.partial(epoch, binarize=binarize != "dynamic"))(state, images)
+  own_buffers = jax.tree.map(jnp.copy, state)  # the compiled epoch donates its state
+  _, compiled = steps.compile_fns(model, tx, config).train_epoch(own_buffers, images)
+  assert float(compiled["loss"]) == float(expected["loss"]) != float(other["loss"])
