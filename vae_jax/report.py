@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from typing import NamedTuple, Optional, Sequence
 
 import flax.linen as nn
@@ -12,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import stats
 
-from vae_jax import parallel, plots, steps, workdir as workdir_lib
+from vae_jax import hosts, parallel, plots, steps, workdir as workdir_lib
 from vae_jax.config import Config
 from vae_jax.input_pipeline import CLASS_NAMES, Split, binarize_fixed, to_float
 
@@ -205,8 +206,14 @@ def write_milestone(state, model: nn.Module, config: Config, data, history: Sequ
 
   Into out if given; else into W/plots/epoch_EEE, which appears only once every figure
   is drawn (they are drawn in a .partial folder first), so a run stopped while drawing
-  leaves no half-drawn folder behind, and a resume knows to draw it again.
+  leaves no half-drawn folder behind, and a resume knows to draw it again. In a multi-host
+  run the other processes draw the same figures (their computations run on every host)
+  into a scratch folder that they then discard.
   """
+  if out is None and not hosts.is_writer():
+    with tempfile.TemporaryDirectory() as scratch:
+      draw_figures(state, model, config, data, history, epoch, scratch, mesh)
+    return workdir_lib.plots_dir(workdir, epoch)
   if out is not None:
     os.makedirs(out, exist_ok=True)
     draw_figures(state, model, config, data, history, epoch, out, mesh)

@@ -13,7 +13,7 @@ from typing import Callable, NamedTuple
 
 import jax
 
-from vae_jax import checkpoints, models, parallel, report, steps, workdir as workdir_lib
+from vae_jax import checkpoints, hosts, models, parallel, report, steps, workdir as workdir_lib
 from vae_jax import config as config_lib
 from vae_jax.config import Config, ConfigError, validate
 from vae_jax.input_pipeline import Split, binarize_fixed, load_split, train_split
@@ -111,11 +111,13 @@ def redraw_unfinished_figures(manager: checkpoints.RunCheckpoints, state: steps.
                               workdir: str, mesh, log: Callable[[str], None]) -> None:
   """Draws the figures of each saved milestone up to the restored epoch that has none
   (the run was stopped while drawing them)."""
-  for epoch in manager.milestone_epochs():
-    if epoch <= int(state.epoch) and not os.path.isdir(workdir_lib.plots_dir(workdir, epoch)):
-      milestone = state if epoch == int(state.epoch) else manager.restore_milestone(epoch, state)
-      out = report.write_milestone(milestone, model, config, data, history, workdir, epoch, mesh)
-      log(f"milestone {epoch}: figures drawn in {out} (the run had stopped before they were)")
+  unfinished = [epoch for epoch in manager.milestone_epochs() if epoch <= int(state.epoch)
+                and not os.path.isdir(workdir_lib.plots_dir(workdir, epoch))]
+  hosts.wait_for_all("figures listed")  # every process draws the same ones
+  for epoch in unfinished:
+    milestone = state if epoch == int(state.epoch) else manager.restore_milestone(epoch, state)
+    out = report.write_milestone(milestone, model, config, data, history, workdir, epoch, mesh)
+    log(f"milestone {epoch}: figures drawn in {out} (the run had stopped before they were)")
 
 
 def save_milestone(manager: checkpoints.RunCheckpoints, state: steps.TrainState, model,
@@ -129,7 +131,12 @@ def save_milestone(manager: checkpoints.RunCheckpoints, state: steps.TrainState,
 
 def train_and_evaluate(config: Config, workdir: str, overwrite: bool = False,
                        log: Callable[[str], None] = print) -> steps.TrainState:
-  """Trains (or resumes) a run in workdir; checkpoints and figures at each milestone."""
+  """Trains (or resumes) a run in workdir; checkpoints and figures at each milestone.
+
+  In a multi-host run every process calls this alike; only the first writes the files
+  and logs (vae_jax.hosts)."""
+  if not hosts.is_writer():
+    log = lambda line: None  # noqa: E731
   validate(config)
   mesh = parallel.make_mesh(config.num_devices)
   parallel.check_batch_size(config.batch_size, mesh)
@@ -138,11 +145,17 @@ def train_and_evaluate(config: Config, workdir: str, overwrite: bool = False,
   if saved and max(saved) > config.epochs:
     raise ConfigError(f"--epochs={config.epochs}, but {workdir} already holds epoch "
                       f"{max(saved)}; pass --epochs={max(saved)} or more to go on training it")
-  data = load_data(config)  # before anything in workdir changes: a data error loses nothing
+  resuming = workdir_lib.is_run(workdir) and not overwrite
+  # Before anything in workdir changes: a data error loses nothing. In a multi-host run the
+  # writer (which may build the dataset) goes first, and the others have read the workdir.
+  data = load_data(config) if hosts.is_writer() else None
+  hosts.wait_for_all("workdir checked")
+  data = data or load_data(config)
   # A new run's config.json is written at once. A resumed run's is rewritten only once the
   # command is known to add to the run, in one write with the record of what changed.
-  resuming = workdir_lib.is_run(workdir) and not overwrite
-  workdir_lib.prepare(workdir, config, overwrite, write_config=not resuming)
+  if hosts.is_writer():
+    workdir_lib.prepare(workdir, config, overwrite, write_config=not resuming)
+  hosts.wait_for_all("workdir prepared")
   model = models.make_model(config.model, config.arch, config.latent_dim)
   tx = steps.make_optimizer(config)
   fns = steps.compile_fns(model, tx, config, mesh)
@@ -150,12 +163,12 @@ def train_and_evaluate(config: Config, workdir: str, overwrite: bool = False,
   fresh = parallel.put_replicated(steps.init_state(model, tx, config.seed), mesh)
   state = manager.restore_newest(fresh) or fresh
   start = int(state.epoch)
-  history = workdir_lib.truncate_metrics(workdir, start)
+  history = workdir_lib.truncate_metrics(workdir, start, write=hosts.is_writer())
   redraw_unfinished_figures(manager, state, model, config, data, history, workdir, mesh, log)
   finished = start == config.epochs
   # Stopped there (Ctrl-C), and now the run's last epoch: it gets the last milestone.
   lacks_last_milestone = finished and start not in manager.milestone_epochs()
-  if resuming and (lacks_last_milestone or not finished):
+  if resuming and (lacks_last_milestone or not finished) and hosts.is_writer():
     config_lib.save(config, workdir, resumed=(start, changed) if start and changed else None)
   if finished:
     if lacks_last_milestone:
@@ -178,14 +191,16 @@ def train_and_evaluate(config: Config, workdir: str, overwrite: bool = False,
       for epoch in range(start + 1, config.epochs + 1):
         state, row = train_one_epoch(fns, state, train_data, val_data, epoch, manager)
         history.append(row)
-        workdir_lib.write_metrics(workdir, history)
+        if hosts.is_writer():
+          workdir_lib.write_metrics(workdir, history)
         seconds_per_epoch = (time.time() - run_start) / (epoch - start)
         log(progress_line(row, config.epochs, seconds_per_epoch * (config.epochs - epoch)))
+        stop = hosts.any_process(stop_requested())  # all processes stop after the same epoch
         if epoch in config.milestone_epochs:
           save_milestone(manager, state, model, config, data, history, workdir, epoch, mesh, log)
-        elif epoch % config.checkpoint_every == 0 or stop_requested():
+        elif epoch % config.checkpoint_every == 0 or stop:
           manager.save_latest(epoch, state)
-        if stop_requested() and epoch < config.epochs:
+        if stop and epoch < config.epochs:
           raise Interrupted(f"interrupted after epoch {epoch}, which is saved; the same "
                             "command goes on from there")
     finally:

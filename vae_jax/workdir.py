@@ -125,8 +125,10 @@ def write_metrics(workdir: str, rows: list[dict[str, float]]) -> None:
   os.replace(tmp, path)  # atomic: a kill never leaves a half-written file
 
 
-def truncate_metrics(workdir: str, last_epoch: int) -> list[dict[str, float]]:
-  """Keeps the rows up to last_epoch (those of the restored state) and returns them."""
+def truncate_metrics(workdir: str, last_epoch: int, write: bool = True) -> list[dict[str, float]]:
+  """Keeps the rows up to last_epoch (those of the restored state) and returns them; only
+  reads if not write."""
   rows = [r for r in read_metrics(workdir) if r["epoch"] <= last_epoch]
-  write_metrics(workdir, rows)
+  if write:
+    write_metrics(workdir, rows)
   return rows
