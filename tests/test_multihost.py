@@ -2,14 +2,16 @@
 them (`srun ./run.sh --distributed`), training one run into one workdir, then resuming it."""
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 from conftest import REPO
 from test_cli import FIGURES
+from vae_jax import checkpoints, train, workdir as workdir_lib
 from vae_jax import config as config_lib
-from vae_jax import train, workdir as workdir_lib
 
 PROCESSES = 2
 FLAGS = ["--milestones=1,2", "--train_examples=256", "--batch_size=32"]
@@ -21,7 +23,7 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
-def launch(argv: list[str]) -> list[subprocess.CompletedProcess]:
+def start(argv: list[str], **popen_kwargs) -> list[subprocess.Popen]:
   """`python -m vae_jax.main --distributed ARGV` as SLURM task 0 and task 1 of one job step."""
   port = free_port()
   tasks = []
@@ -33,8 +35,13 @@ def launch(argv: list[str]) -> list[subprocess.CompletedProcess]:
                SLURM_PROCID=str(rank), SLURM_LOCALID="0")
     env.pop("XLA_FLAGS", None)
     tasks.append(subprocess.Popen([sys.executable, "-m", "vae_jax.main", "--distributed"] + argv,
-                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  text=True))
+                                  env=env, text=True, **popen_kwargs))
+  return tasks
+
+
+def launch(argv: list[str]) -> list[subprocess.CompletedProcess]:
+  """start(argv), run to the end: each task's exit status and output."""
+  tasks = start(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
   results = []
   for task in tasks:
     try:
@@ -77,3 +84,25 @@ def test_two_processes_train_and_resume_one_run(tmp_path, tfds_dir, mnist_dir):
   assert [row["epoch"] for row in workdir_lib.read_metrics(workdir)] == [1, 2, 3]
   assert set(FIGURES) <= set(os.listdir(workdir_lib.plots_dir(workdir, 3)))
   assert config_lib.load(workdir).epochs == 3
+
+
+def test_ctrl_c_on_one_process_stops_both_after_the_same_epoch(tmp_path, tfds_dir, mnist_dir):
+  workdir = str(tmp_path / "run")
+  process_0, process_1 = start(
+      [f"--workdir={workdir}", f"--data_dir={tfds_dir}", f"--manual_dir={mnist_dir}",
+       "--epochs=500", "--milestones=500", "--train_examples=256", "--batch_size=32"],
+      stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+  try:
+    lines, deadline = [], time.time() + 180
+    while time.time() < deadline and not any(l.startswith("epoch    2/500") for l in lines):
+      lines.append(process_0.stdout.readline())
+    process_1.send_signal(signal.SIGINT)  # only the process that writes nothing
+    output = "".join(lines) + process_0.communicate(timeout=120)[0]
+    process_1.wait(timeout=120)
+  finally:
+    process_0.kill()
+    process_1.kill()
+  assert (process_0.returncode, process_1.returncode) == (train.INTERRUPTED_STATUS,) * 2, output
+  last = workdir_lib.read_metrics(workdir)[-1]["epoch"]
+  assert 2 <= last < 500 and f"interrupted after epoch {last}, which is saved" in output
+  assert max(checkpoints.saved_epochs(workdir)) == last
