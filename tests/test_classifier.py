@@ -82,14 +82,31 @@ def test_save_then_load_gives_identical_predictions(tmp_path):
     classifier.load_classifier(str(tmp_path), dataset="mnist")
 
 
-def test_a_classifier_of_another_dataset_points_to_one_of_the_right_dataset(tmp_path):
-  classifier.save_classifier(classifier.new_classifier(dataset="fashion_mnist"), str(tmp_path))
+def test_a_classifier_of_another_dataset_points_to_one_of_the_right_dataset(tmp_path,
+                                                                            monkeypatch):
+  monkeypatch.chdir(tmp_path)  # the default folders, runs/classifier_*, are relative
+  elsewhere = str(tmp_path / "fashion")
+  classifier.save_classifier(classifier.new_classifier(dataset="fashion_mnist"), elsewhere)
   with pytest.raises(classifier.MissingClassifierError) as info:
-    classifier.load_classifier(str(tmp_path), dataset="mnist")
+    classifier.load_classifier(elsewhere, dataset="mnist")
   # Never advice to overwrite this (good) classifier of the other dataset.
   assert str(info.value) == (
-      f"{tmp_path} holds a classifier of fashion_mnist, not mnist; use one of mnist, e.g. "
+      f"{elsewhere} holds a classifier of fashion_mnist, not mnist; use one of mnist, e.g. "
       "trained with: python -m vae_jax.classifier --dataset=mnist --workdir=runs/classifier_mnist")
+  # Where it sits in mnist's default folder, the command that replaces it says so.
+  classifier.save_classifier(classifier.new_classifier(dataset="fashion_mnist"),
+                             "runs/classifier_mnist")
+  with pytest.raises(classifier.MissingClassifierError, match="classifier_mnist --overwrite$"):
+    classifier.load_classifier("runs/classifier_mnist", dataset="mnist")
+
+
+def test_advice_to_train_a_classifier_overwrites_only_what_it_must(tmp_path):
+  folder = str(tmp_path)
+  assert not classifier.train_command(folder, "mnist").endswith("--overwrite")
+  (tmp_path / classifier.CHECKPOINT_DIR).mkdir()  # a save cut short: refused without it
+  assert classifier.train_command(folder, "mnist").endswith("--overwrite")
+  with pytest.raises(classifier.MissingClassifierError, match="--overwrite$"):
+    classifier.load_classifier(folder)
 
 
 @pytest.mark.parametrize("damage", ["info", "checkpoint"])

@@ -6,6 +6,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 from conftest import REPO
@@ -23,8 +24,10 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
-def start(argv: list[str], **popen_kwargs) -> list[subprocess.Popen]:
-  """`python -m vae_jax.main --distributed ARGV` as SLURM task 0 and task 1 of one job step."""
+def start(argv: list[str], outputs, rank_argv=((), ())) -> list[subprocess.Popen]:
+  """`python -m vae_jax.main --distributed ARGV` as SLURM task 0 and task 1 of one job step:
+  task i writes to outputs[i] (stdout, stderr) and has rank_argv[i] added (what differs
+  between hosts)."""
   port = free_port()
   tasks = []
   for rank in range(PROCESSES):
@@ -34,21 +37,32 @@ def start(argv: list[str], **popen_kwargs) -> list[subprocess.Popen]:
                SLURM_JOB_ID="1", SLURM_STEP_NODELIST="localhost", SLURM_NTASKS=str(PROCESSES),
                SLURM_PROCID=str(rank), SLURM_LOCALID="0")
     env.pop("XLA_FLAGS", None)
-    tasks.append(subprocess.Popen([sys.executable, "-m", "vae_jax.main", "--distributed"] + argv,
-                                  env=env, text=True, **popen_kwargs))
+    stdout, stderr = outputs[rank]
+    tasks.append(subprocess.Popen(
+        [sys.executable, "-m", "vae_jax.main", "--distributed"] + argv + list(rank_argv[rank]),
+        env=env, text=True, stdout=stdout, stderr=stderr))
   return tasks
 
 
-def launch(argv: list[str]) -> list[subprocess.CompletedProcess]:
-  """start(argv), run to the end: each task's exit status and output."""
-  tasks = start(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-  results = []
-  for task in tasks:
-    try:
-      out, err = task.communicate(timeout=180)  # about 30 s each on our 2-core VM
-    finally:
-      task.kill()
-    results.append(subprocess.CompletedProcess(task.args, task.returncode, out, err))
+def launch(argv: list[str], rank_argv=((), ())) -> list[subprocess.CompletedProcess]:
+  """start(), run to the end: each task's exit status and output, through files (a pipe
+  that nobody reads could fill up and block its task)."""
+  with tempfile.TemporaryDirectory() as logs:
+    outputs = [tuple(open(os.path.join(logs, f"{rank}.{kind}"), "w+") for kind in ("out", "err"))
+               for rank in range(PROCESSES)]
+    tasks = start(argv, outputs, rank_argv)
+    results = []
+    for task, files in zip(tasks, outputs):
+      try:
+        task.wait(timeout=180)  # about 30 s each on our 2-core VM
+      finally:
+        task.kill()
+      text = []
+      for f in files:
+        f.seek(0)
+        text.append(f.read())
+        f.close()
+      results.append(subprocess.CompletedProcess(task.args, task.returncode, *text))
   return results
 
 
@@ -91,7 +105,7 @@ def test_ctrl_c_on_one_process_stops_both_after_the_same_epoch(tmp_path, tfds_di
   process_0, process_1 = start(
       [f"--workdir={workdir}", f"--data_dir={tfds_dir}", f"--manual_dir={mnist_dir}",
        "--epochs=500", "--milestones=500", "--train_examples=256", "--batch_size=32"],
-      stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+      [(subprocess.PIPE, subprocess.STDOUT), (subprocess.DEVNULL, subprocess.DEVNULL)])
   try:
     lines, deadline = [], time.time() + 180
     while time.time() < deadline and not any(l.startswith("epoch    2/500") for l in lines):
@@ -106,3 +120,27 @@ def test_ctrl_c_on_one_process_stops_both_after_the_same_epoch(tmp_path, tfds_di
   last = workdir_lib.read_metrics(workdir)[-1]["epoch"]
   assert 2 <= last < 500 and f"interrupted after epoch {last}, which is saved" in output
   assert max(checkpoints.saved_epochs(workdir)) == last
+
+
+def test_a_data_error_on_one_process_stops_both_before_the_workdir_changes(
+    tmp_path, tfds_dir, mnist_dir):
+  workdir = str(tmp_path / "run")
+  config = config_lib.Config(epochs=1, milestones=(1,), train_examples=256, batch_size=32,
+                             data_dir=tfds_dir, manual_dir=mnist_dir)
+  train.train_and_evaluate(config, workdir, log=lambda line: None)
+  before = sorted(os.listdir(workdir)), workdir_lib.read_metrics(workdir)
+  # Host 1 has no built dataset, and damaged files where the official ones should be.
+  damaged = tmp_path / "damaged"
+  damaged.mkdir()
+  for name in config_lib.MANUAL_FILES:
+    (damaged / name).write_bytes(b"not the official file")
+  results = launch(
+      [f"--workdir={workdir}", "--overwrite", "--epochs=2"] + FLAGS,
+      rank_argv=([f"--data_dir={tfds_dir}", f"--manual_dir={mnist_dir}"],
+                 [f"--data_dir={tmp_path / 'empty'}", f"--manual_dir={damaged}"]))
+  errors = [[line for line in r.stderr.splitlines() if line.startswith("error:")] for r in results]
+  assert [r.returncode for r in results] == [2, 2], [r.stderr[-2000:] for r in results]
+  assert "failed tfds's checksum check" in errors[1][0]
+  assert errors[0] == ["error: another process of this run could not load the data; its error "
+                       "says why"]
+  assert (sorted(os.listdir(workdir)), workdir_lib.read_metrics(workdir)) == before

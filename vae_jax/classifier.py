@@ -312,15 +312,23 @@ def save_classifier(classifier: Classifier, workdir: str, info: Optional[dict] =
   os.replace(info_path + ".tmp", info_path)  # atomic: never half-written
 
 
+def train_command(workdir: str, dataset: str) -> str:
+  """The command that trains a classifier of dataset into workdir, with --overwrite where
+  the folder holds one (or a classifier's checkpoints/) that it would replace."""
+  replaces = has_classifier(workdir) or os.path.exists(os.path.join(workdir, CHECKPOINT_DIR))
+  return (f"python -m vae_jax.classifier --dataset={dataset} --workdir={workdir}"
+          + (" --overwrite" if replaces else ""))
+
+
 def load_classifier(workdir: str, dataset: Optional[str] = None) -> Classifier:
   """The classifier saved in workdir; MissingClassifierError if there is none, if it was
   trained on another dataset than `dataset` (when given), or if it cannot be read."""
-  command = f"python -m vae_jax.classifier --dataset={dataset or 'mnist'} --workdir={workdir}"
-  missing = MissingClassifierError(
-      f"{workdir} holds no trained classifier; train one with: {command}")
-  if not has_classifier(workdir) or not os.path.isdir(os.path.join(workdir, CHECKPOINT_DIR)):
-    raise missing
-  damaged = f"{workdir} holds a damaged classifier ({{}}); train it again with: {command} --overwrite"
+  command = train_command(workdir, dataset or "mnist")
+  if not has_classifier(workdir):
+    raise MissingClassifierError(f"{workdir} holds no trained classifier; train one with: {command}")
+  damaged = f"{workdir} holds a damaged classifier ({{}}); train it again with: {command}"
+  if not os.path.isdir(os.path.join(workdir, CHECKPOINT_DIR)):
+    raise MissingClassifierError(damaged.format(f"no {CHECKPOINT_DIR}/"))
   try:
     with open(os.path.join(workdir, INFO_FILE)) as f:
       info = json.load(f)
@@ -330,12 +338,11 @@ def load_classifier(workdir: str, dataset: Optional[str] = None) -> Classifier:
   if dataset is not None and trained_on != dataset:
     raise MissingClassifierError(
         f"{workdir} holds a classifier of {trained_on}, not {dataset}; use one of {dataset}, "
-        f"e.g. trained with: python -m vae_jax.classifier --dataset={dataset} "
-        f"--workdir={cli.default_classifier_workdir(dataset)}")
+        f"e.g. trained with: {train_command(cli.default_classifier_workdir(dataset), dataset)}")
   manager = _manager(workdir, read_only=True)
   try:
     if manager.latest_step() is None:
-      raise missing
+      raise MissingClassifierError(damaged.format(f"an empty {CHECKPOINT_DIR}/"))
     template = new_classifier(dataset=trained_on)
     params = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore(
         checkpoints.abstract_like(template.params)))

@@ -92,8 +92,8 @@ def sample_quality(run, state, data, clf, classifier_workdir: str,
 
   if clf is None:
     return {"frechet_distance": None, "frechet_note": (
-        f"no classifier in {classifier_workdir}; train one with: python -m vae_jax.classifier "
-        f"--dataset={run.config.dataset} --workdir={classifier_workdir}")}
+        f"no classifier in {classifier_workdir}; train one with: "
+        f"{classifier_lib.train_command(classifier_workdir, run.config.dataset)}")}
   prior = report.model_prior(state, run.model, run.config, data.train, run.mesh)
   z = report.draw_codes(prior, frechet_key(), num_samples)
   asked = np.arange(num_samples) % models.NUM_CLASSES

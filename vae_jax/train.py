@@ -16,7 +16,7 @@ import jax
 from vae_jax import checkpoints, hosts, models, parallel, report, steps, workdir as workdir_lib
 from vae_jax import config as config_lib
 from vae_jax.config import Config, ConfigError, validate
-from vae_jax.input_pipeline import Split, binarize_fixed, load_split, train_split
+from vae_jax.input_pipeline import DataError, Split, binarize_fixed, load_split, train_split
 
 
 INTERRUPTED_STATUS = 128 + signal.SIGINT  # the shell's status for a process ended by Ctrl-C
@@ -106,6 +106,31 @@ def train_one_epoch(fns, state: steps.TrainState, train_data, val_data, epoch: i
   return state, row
 
 
+def load_data_everywhere(config: Config) -> Data:
+  """load_data on every process, the writer first (it may build the dataset into a shared
+  data_dir) and the others once it has; if any process fails, all raise, so that none
+  waits for the others and nothing in the workdir has changed (a data error loses
+  nothing, also with --overwrite)."""
+  data, error = None, None
+
+  def load():
+    nonlocal data, error
+    try:
+      data = load_data(config)
+    except Exception as e:  # re-raised below, once every process knows
+      error = e
+
+  if hosts.is_writer():
+    load()
+  hosts.wait_for_all("the writer loaded the data")
+  if not hosts.is_writer():
+    load()
+  if hosts.any_process(error is not None):
+    raise error or DataError("another process of this run could not load the data; its "
+                             "error says why")
+  return data
+
+
 def redraw_unfinished_figures(manager: checkpoints.RunCheckpoints, state: steps.TrainState,
                               model, config: Config, data: Data, history: list[dict],
                               workdir: str, mesh, log: Callable[[str], None]) -> None:
@@ -134,7 +159,8 @@ def train_and_evaluate(config: Config, workdir: str, overwrite: bool = False,
   """Trains (or resumes) a run in workdir; checkpoints and figures at each milestone.
 
   In a multi-host run every process calls this alike; only the first writes the files
-  and logs (vae_jax.hosts)."""
+  and logs progress (vae_jax.hosts)."""
+  notice = log  # what the user must see wherever it happens: a Ctrl-C on this process
   if not hosts.is_writer():
     log = lambda line: None  # noqa: E731
   validate(config)
@@ -146,11 +172,7 @@ def train_and_evaluate(config: Config, workdir: str, overwrite: bool = False,
     raise ConfigError(f"--epochs={config.epochs}, but {workdir} already holds epoch "
                       f"{max(saved)}; pass --epochs={max(saved)} or more to go on training it")
   resuming = workdir_lib.is_run(workdir) and not overwrite
-  # Before anything in workdir changes: a data error loses nothing. In a multi-host run the
-  # writer (which may build the dataset) goes first, and the others have read the workdir.
-  data = load_data(config) if hosts.is_writer() else None
-  hosts.wait_for_all("workdir checked")
-  data = data or load_data(config)
+  data = load_data_everywhere(config)  # before anything in workdir changes
   # A new run's config.json is written at once. A resumed run's is rewritten only once the
   # command is known to add to the run, in one write with the record of what changed.
   if hosts.is_writer():
@@ -185,7 +207,7 @@ def train_and_evaluate(config: Config, workdir: str, overwrite: bool = False,
       f"{len(data.train.images)} {config.dataset} images, {mesh.size} "
       f"{jax.default_backend()} device(s); epochs {start + 1}..{config.epochs}, "
       f"milestones {list(config.milestone_epochs)}; compiling...")
-  with stop_at_epoch_end(log) as stop_requested:  # also while close() waits for saves
+  with stop_at_epoch_end(notice) as stop_requested:  # also while close() waits for saves
     try:
       run_start = time.time()
       for epoch in range(start + 1, config.epochs + 1):
@@ -195,10 +217,12 @@ def train_and_evaluate(config: Config, workdir: str, overwrite: bool = False,
           workdir_lib.write_metrics(workdir, history)
         seconds_per_epoch = (time.time() - run_start) / (epoch - start)
         log(progress_line(row, config.epochs, seconds_per_epoch * (config.epochs - epoch)))
-        stop = hosts.any_process(stop_requested())  # all processes stop after the same epoch
         if epoch in config.milestone_epochs:
           save_milestone(manager, state, model, config, data, history, workdir, epoch, mesh, log)
-        elif epoch % config.checkpoint_every == 0 or stop:
+        # Asked once the milestone is saved (a Ctrl-C while it was drawn counts), and of
+        # every process: all stop after the same epoch.
+        stop = hosts.any_process(stop_requested())
+        if epoch not in config.milestone_epochs and (epoch % config.checkpoint_every == 0 or stop):
           manager.save_latest(epoch, state)
         if stop and epoch < config.epochs:
           raise Interrupted(f"interrupted after epoch {epoch}, which is saved; the same "
