@@ -9,6 +9,8 @@ from typing import Optional
 
 import numpy as np
 
+from vae_jax.config import SEED_BITS
+
 CLASS_NAMES = {
     "mnist": tuple(str(d) for d in range(10)),
     "fashion_mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -86,11 +88,11 @@ TEST_BINARIZATION_SEED = 0
 def binarize_fixed(split: Split, seed: int = TEST_BINARIZATION_SEED) -> Split:
   """One Bernoulli draw per pixel with p = intensity: uint8 images with values {0, 255}.
 
-  The seed is taken modulo 2**32, as jax.random.PRNGKey takes it, so that a run made
-  before seeds were checked (a negative one, say) draws where its keys point.
+  The seed is taken modulo 2**SEED_BITS, as jax.random.PRNGKey takes it, so that a run
+  made before seeds were checked (a negative one, say) draws where its keys point.
   """
   p = split.images.astype(np.float32) / 255.0
-  drawn = np.random.default_rng(seed % 2**32).random(p.shape, dtype=np.float32) < p
+  drawn = np.random.default_rng(seed % 2**SEED_BITS).random(p.shape, dtype=np.float32) < p
   return Split(images=drawn.astype(np.uint8) * 255, labels=split.labels)
 
 
