@@ -160,8 +160,9 @@ def train_and_evaluate(config: Config, workdir: str, overwrite: bool = False,
 
   In a multi-host run every process calls this alike; only the first writes the files
   and logs progress (vae_jax.hosts)."""
+  writer = hosts.is_writer()
   notice = log  # what the user must see wherever it happens: a Ctrl-C on this process
-  if not hosts.is_writer():
+  if not writer:
     log = lambda line: None  # noqa: E731
   validate(config)
   mesh = parallel.make_mesh(config.num_devices)
@@ -175,7 +176,7 @@ def train_and_evaluate(config: Config, workdir: str, overwrite: bool = False,
   data = load_data_everywhere(config)  # before anything in workdir changes
   # A new run's config.json is written at once. A resumed run's is rewritten only once the
   # command is known to add to the run, in one write with the record of what changed.
-  if hosts.is_writer():
+  if writer:
     workdir_lib.prepare(workdir, config, overwrite, write_config=not resuming)
   hosts.wait_for_all("workdir prepared")
   model = models.make_model(config.model, config.arch, config.latent_dim)
@@ -185,12 +186,12 @@ def train_and_evaluate(config: Config, workdir: str, overwrite: bool = False,
   fresh = parallel.put_replicated(steps.init_state(model, tx, config.seed), mesh)
   state = manager.restore_newest(fresh) or fresh
   start = int(state.epoch)
-  history = workdir_lib.truncate_metrics(workdir, start, write=hosts.is_writer())
+  history = workdir_lib.truncate_metrics(workdir, start, write=writer)
   redraw_unfinished_figures(manager, state, model, config, data, history, workdir, mesh, log)
   finished = start == config.epochs
   # Stopped there (Ctrl-C), and now the run's last epoch: it gets the last milestone.
   lacks_last_milestone = finished and start not in manager.milestone_epochs()
-  if resuming and (lacks_last_milestone or not finished) and hosts.is_writer():
+  if resuming and (lacks_last_milestone or not finished) and writer:
     config_lib.save(config, workdir, resumed=(start, changed) if start and changed else None)
   if finished:
     if lacks_last_milestone:
@@ -213,16 +214,17 @@ def train_and_evaluate(config: Config, workdir: str, overwrite: bool = False,
       for epoch in range(start + 1, config.epochs + 1):
         state, row = train_one_epoch(fns, state, train_data, val_data, epoch, manager)
         history.append(row)
-        if hosts.is_writer():
+        if writer:
           workdir_lib.write_metrics(workdir, history)
         seconds_per_epoch = (time.time() - run_start) / (epoch - start)
         log(progress_line(row, config.epochs, seconds_per_epoch * (config.epochs - epoch)))
-        if epoch in config.milestone_epochs:
+        milestone = epoch in config.milestone_epochs
+        if milestone:
           save_milestone(manager, state, model, config, data, history, workdir, epoch, mesh, log)
         # Asked once the milestone is saved (a Ctrl-C while it was drawn counts), and of
         # every process: all stop after the same epoch.
         stop = hosts.any_process(stop_requested())
-        if epoch not in config.milestone_epochs and (epoch % config.checkpoint_every == 0 or stop):
+        if not milestone and (epoch % config.checkpoint_every == 0 or stop):
           manager.save_latest(epoch, state)
         if stop and epoch < config.epochs:
           raise Interrupted(f"interrupted after epoch {epoch}, which is saved; the same "
