@@ -120,3 +120,20 @@ def test_a_failed_square_root_is_retried_with_eps_on_the_diagonals(monkeypatch):
   np.testing.assert_allclose(calls[1], (sigma_a + offset) @ (sigma_b + offset))
   expected = 6 + np.trace(sigma_a) + np.trace(sigma_b) - 2 * eigh_trace_sqrt(sigma_a, sigma_b)
   assert got == pytest.approx(expected, rel=1e-5)
+
+
+def test_an_inexact_square_root_is_retried(monkeypatch):
+  """A finite, real root that does not square back to the product is not trusted."""
+  real_sqrtm, calls = frechet.scipy.linalg.sqrtm, []
+
+  def sqrtm_inexact_once(matrix):
+    calls.append(matrix)
+    return real_sqrtm(matrix) * (1.1 if len(calls) == 1 else 1.0)
+
+  monkeypatch.setattr(frechet.scipy.linalg, "sqrtm", sqrtm_inexact_once)
+  rng = np.random.default_rng(8)
+  sigma_a, sigma_b = random_cov(rng, 6), random_cov(rng, 6)
+  got = frechet.frechet_distance_from_stats(np.zeros(6), sigma_a, np.zeros(6), sigma_b, eps=1e-6)
+  assert len(calls) == 2
+  expected = np.trace(sigma_a) + np.trace(sigma_b) - 2 * eigh_trace_sqrt(sigma_a, sigma_b)
+  assert got == pytest.approx(expected, rel=1e-5)

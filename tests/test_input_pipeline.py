@@ -30,14 +30,17 @@ def test_to_float_scales_to_unit_interval():
   np.testing.assert_allclose(x, [0.0, 0.2, 1.0])
 
 
-def test_fixed_binarization_is_reproducible_and_keeps_the_mean():
-  rng = np.random.default_rng(5)
-  split = input_pipeline.Split(rng.integers(0, 256, (500, 28, 28, 1), dtype=np.uint8),
-                               np.arange(500, dtype=np.int32))
+def test_fixed_binarization_is_reproducible_and_draws_each_pixel_with_its_intensity():
+  levels = np.array([0, 64, 192, 255], np.uint8)  # p = 0, ~0.25, ~0.75, 1
+  images = np.repeat(levels, 500 * 784).reshape(4, 500, 28, 28, 1)
+  split = input_pipeline.Split(images.reshape(2000, 28, 28, 1), np.arange(2000, dtype=np.int32))
   a, b = input_pipeline.binarize_fixed(split), input_pipeline.binarize_fixed(split)
   np.testing.assert_array_equal(a.images, b.images)
   assert set(np.unique(a.images)) == {0, 255}
-  assert abs((a.images == 255).mean() - split.images.mean() / 255) < 0.005
+  drawn = a.images.reshape(4, -1) == 255
+  for level, ones in zip(levels, drawn):
+    p = level / 255
+    assert abs(ones.mean() - p) <= 4 * np.sqrt(p * (1 - p) / ones.size)  # exact at p = 0, 1
   np.testing.assert_array_equal(a.labels, split.labels)
 
 

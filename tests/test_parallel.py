@@ -15,7 +15,7 @@ FOUR_DEVICES = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu",
                     XLA_FLAGS="--xla_force_host_platform_device_count=4")
 
 COMPARE = r"""
-import json, sys, dataclasses, tempfile
+import json, math, re, sys, dataclasses, tempfile
 import jax
 from vae_jax import train, workdir
 from vae_jax.config import Config
@@ -27,6 +27,17 @@ for n in (1, 4):
   with tempfile.TemporaryDirectory() as w:
     train.train_and_evaluate(dataclasses.replace(base, num_devices=n), w, log=lambda _: None)
     rows[n] = workdir.read_metrics(w)
+# The compiled 4-device epoch: each device takes a quarter of each batch of 128, and
+# the gradients are summed across devices.
+from vae_jax import benchmark
+_, fns, state, data = benchmark.epoch_inputs(dataclasses.replace(base, num_devices=4))
+hlo = fns.train_epoch.lower(state, *data).compile().as_text()
+rows["per_device_batch"] = [b for b in (32, 128) if f"f32[{b},28,28,1]" in hlo]
+# Elements the all-reduces return: the gradients (in whatever layout) plus a few metric sums.
+results = [line.split(" all-reduce(")[0] for line in hlo.splitlines() if " all-reduce(" in line]
+rows["reduced_elements"] = sum(math.prod(int(d) for d in dims.split(",") if d)
+                               for r in results for dims in re.findall(r"f32\[([\d,]*)\]", r))
+rows["num_params"] = sum(p.size for p in jax.tree.leaves(state.params))
 print(json.dumps(rows))
 """
 
@@ -38,6 +49,9 @@ def test_four_devices_give_the_losses_of_one(tfds_dir, mnist_dir):
     assert result.returncode == 0, result.stderr[-3000:]
     rows = json.loads(result.stdout.strip().splitlines()[-1])
     assert len(rows["1"]) == len(rows["4"]) == 2
+    # Equal losses alone would not show a batch replicated on every device.
+    assert rows["per_device_batch"] == [32], (arch, rows)
+    assert rows["num_params"] <= rows["reduced_elements"] < rows["num_params"] + 10, (arch, rows)
     for one, four in zip(rows["1"], rows["4"]):
       for key in ("train_loss", "train_recon", "train_kl", "val_loss", "val_recon", "val_kl"):
         # Measured: at most 1e-7 (mlp) and 9e-6 (conv) relative, from the summation

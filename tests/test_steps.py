@@ -6,6 +6,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from vae_jax import models, steps
@@ -35,26 +36,61 @@ def fake_labels(n, seed=0):
   return np.random.default_rng(seed).integers(0, 10, n).astype(np.int32)
 
 
-def batch_loss(model, state, images, beta=1.0, labels=None):
-  key = jax.random.fold_in(jax.random.fold_in(state.rng, steps.SAMPLE_STREAM), state.step)
-  terms = steps.per_image_terms(model, state.params, jnp.asarray(images), key, beta, labels)
-  return float(terms["loss"].mean())
+def reference_loss(model, params, images_u8, key, labels=None):
+  """The mean loss per image, computed apart from vae_jax.losses and steps: pixels scaled
+  here, optax's cross-entropy and the closed-form KL on the model's raw outputs."""
+  images = jnp.asarray(images_u8, jnp.float32) / 255.0
+  logits, mean, logvar = model.apply({"params": params}, images, key, labels)
+  recon = optax.sigmoid_binary_cross_entropy(logits, images).sum(axis=(1, 2, 3))
+  kl = 0.0 if logvar is None else 0.5 * (jnp.exp(logvar) + mean ** 2 - 1.0 - logvar).sum(-1)
+  return (recon + kl).mean()
+
+
+def sample_key(state):
+  """The documented key of a step's codes: (seed, step), whatever the epoch."""
+  return jax.random.fold_in(jax.random.fold_in(state.rng, steps.SAMPLE_STREAM), state.step)
 
 
 @pytest.mark.parametrize("model_name", ["vae", "cvae", "ae"])
 def test_one_step_changes_every_parameter_and_lowers_the_loss(model_name):
   config, model, tx, state = setup(model_name)
+  state = state.replace(step=jnp.int32(3), epoch=jnp.int32(1))  # keys must come from the step
   images, labels = fake_digits(32), fake_labels(32)
   step = jax.jit(functools.partial(steps.train_step, model=model, tx=tx, beta=1.0))
   new_state, sums = step(state, jnp.asarray(images), labels)
-  assert int(new_state.step) == 1
+  assert int(new_state.step) == 4
   for old, new in zip(jax.tree.leaves(state.params), jax.tree.leaves(new_state.params)):
     assert not np.array_equal(old, new)
   # Same batch, same sample key: the step must have lowered this exact objective.
-  before = batch_loss(model, state, images, labels=labels)
-  after = batch_loss(model, new_state.replace(step=state.step), images, labels=labels)
+  before = float(reference_loss(model, state.params, images, sample_key(state), labels))
+  after = float(reference_loss(model, new_state.params, images, sample_key(state), labels))
   np.testing.assert_allclose(float(sums["loss"]) / 32, before, rtol=1e-5)
   assert after < before
+
+
+def test_a_step_descends_the_gradient_of_the_batch_mean_loss():
+  """With plain SGD the parameter change is -lr times the gradient of the mean loss per
+  image (not of its sum, nor of another key's loss)."""
+  _, model, _, state = setup("vae")
+  tx = optax.sgd(0.01)
+  state = state.replace(opt_state=tx.init(state.params), step=jnp.int32(5))
+  images = fake_digits(32)
+  new_state, _ = jax.jit(functools.partial(steps.train_step, model=model, tx=tx, beta=1.0))(
+      state, jnp.asarray(images))
+  grads = jax.grad(reference_loss, argnums=1)(model, state.params, images, sample_key(state))
+  for old, new, grad in zip(*(jax.tree.leaves(t) for t in (state.params, new_state.params,
+                                                           grads))):
+    np.testing.assert_allclose(new - old, -0.01 * grad, rtol=1e-3, atol=1e-7)
+
+
+def test_each_step_draws_its_own_codes_from_the_step_alone():
+  _, model, tx, state = setup("vae")
+  images = jnp.asarray(fake_digits(32))
+  step = jax.jit(functools.partial(steps.train_step, model=model, tx=tx, beta=1.0))
+  loss = lambda s: float(step(s, images)[1]["loss"])
+  at_step_3 = state.replace(step=jnp.int32(3))
+  assert loss(at_step_3) != loss(at_step_3.replace(step=jnp.int32(4)))
+  assert loss(at_step_3) == loss(at_step_3.replace(epoch=jnp.int32(7)))
 
 
 def train_epochs(seed, epochs=2, images=None):
@@ -201,6 +237,24 @@ def test_binarized_training_draws_afresh_each_step():
   assert drawn != drawn_later and grey not in (drawn, drawn_later)
   # Same (seed, step) -> same draw: the step is a pure function of the state.
   assert float(step(state, images)[1]["loss"]) == drawn
+
+
+def test_binarization_and_codes_have_keys_of_their_own():
+  """A binarized step draws its pixels from (seed, BINARIZE_STREAM, step) and its codes
+  from (seed, SAMPLE_STREAM, step): two streams, so the draws are not correlated."""
+  _, model, tx, state = setup("vae")
+  state = state.replace(step=jnp.int32(2))
+  images = fake_digits(32)
+  step = jax.jit(functools.partial(steps.train_step, model=model, tx=tx, beta=1.0, binarize=True))
+  loss = float(step(state, jnp.asarray(images))[1]["loss"]) / 32
+  pixel_key = jax.random.fold_in(jax.random.fold_in(state.rng, steps.BINARIZE_STREAM), state.step)
+  assert not np.array_equal(pixel_key, sample_key(state))
+  drawn = steps.dynamic_binarize(pixel_key, jnp.asarray(images))
+  np.testing.assert_allclose(
+      loss, float(reference_loss(model, state.params, drawn, sample_key(state))), rtol=1e-5)
+  other_draw = steps.dynamic_binarize(sample_key(state), jnp.asarray(images))
+  assert abs(loss - float(reference_loss(model, state.params, other_draw,
+                                         sample_key(state)))) > 1e-3
 
 
 @pytest.mark.parametrize("binarize", ["none", "dynamic"])
