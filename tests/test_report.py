@@ -68,3 +68,33 @@ def test_dynamically_binarized_ae_prior_fits_the_codes_of_binary_images():
   np.testing.assert_allclose(prior.mean, codes.mean(axis=0), rtol=1e-5, atol=1e-6)
   grey_prior = report.model_prior(state, model, dataclasses.replace(config, binarize="none"), train)
   assert np.abs(grey_prior.mean - prior.mean).max() > 1e-3
+
+
+def test_interpolation_pairs_take_the_first_image_of_each_class():
+  labels = np.array([1, 0, 1, 0, 3, 2, 3, 2, 5, 4, 5, 4, 7, 6, 7, 6, 9, 8, 9, 8])
+  first = [int(np.flatnonzero(labels == c)[0]) for c in range(10)]
+  np.testing.assert_array_equal(report.interpolation_pairs(labels),
+                                [[first[2 * i], first[2 * i + 1]] for i in range(5)])
+
+
+def test_scatter_components_are_of_the_centred_means():
+  rng = np.random.default_rng(4)
+  means = rng.normal(size=(2000, 4)) * np.array([3.0, 1.0, 0.5, 0.2]) + 100.0
+  coords, _ = report.scatter_coords(means)
+  _, vectors = np.linalg.eigh(np.cov(means.T))  # ascending eigenvalues
+  expected = (means - means.mean(axis=0)) @ vectors[:, ::-1][:, :2]
+  signs = np.sign(np.sum(coords * expected, axis=0))  # a component's sign is arbitrary
+  np.testing.assert_allclose(coords * signs, expected, rtol=1e-4, atol=1e-3)
+
+
+def test_codes_and_manifold_axes_follow_a_correlated_prior():
+  cov = np.array([[4.0, 1.2], [1.2, 1.0]])
+  prior = report.LatentPrior(np.array([1.0, -1.0]), np.linalg.cholesky(cov), "fitted")
+  codes = report.draw_codes(prior, jax.random.PRNGKey(0), 200_000)
+  np.testing.assert_allclose(codes.mean(axis=0), prior.mean, atol=0.02)
+  np.testing.assert_allclose(np.cov(codes.T), cov, atol=0.04)
+  gx, gy = report.manifold_axes(prior)
+  q = stats.norm.ppf(report.manifold_quantiles())
+  np.testing.assert_allclose(gx, 1.0 + 2.0 * q, rtol=1e-6)  # marginal sd sqrt(4)
+  np.testing.assert_allclose(gy, -1.0 + 1.0 * q, rtol=1e-6)  # marginal sd sqrt(1)
+

@@ -111,11 +111,18 @@ def test_half_written_checkpoint_is_never_restored(tmp_path, tfds_dir, mnist_dir
   assert manager.newest_description().startswith("epoch 2 ")
   assert manager.latest.all_steps() == [1]
 
+  # A row whose epoch never reached a checkpoint (a kill after the row was written).
+  with open(os.path.join(workdir, workdir_lib.METRICS_FILE), "a") as f:
+    f.write("3," + ",".join(["999.0"] * (len(workdir_lib.METRICS_COLUMNS) - 1)) + "\n")
+
   lines = []
-  train.train_and_evaluate(dataclasses.replace(config, epochs=3, milestones=(3,)), workdir,
+  train.train_and_evaluate(dataclasses.replace(config, epochs=4, milestones=(4,)), workdir,
                            log=lines.append)
   assert any("resuming from the checkpoint of epoch 2" in l for l in lines)
-  assert [r["epoch"] for r in workdir_lib.read_metrics(workdir)] == [1, 2, 3]
+  rows = workdir_lib.read_metrics(workdir)
+  assert [r["epoch"] for r in rows] == [1, 2, 3, 4] and rows[2]["train_loss"] != 999.0
+  # Only the newest periodic checkpoint is kept (the folder Orbax never finalised stays).
+  assert [d for d in os.listdir(latest) if d.isdigit()] == ["3"]
 
 
 def test_other_settings_are_refused_and_overwrite_starts_afresh(tmp_path, tfds_dir, mnist_dir):
