@@ -35,8 +35,9 @@ def mock_cvae_run(tmp_path_factory):
   root = tmp_path_factory.mktemp("cvae")
   workdir = str(root / "run")
   with tfds.testing.mock_data(num_examples=96):
-    run_entry_point(main.main, [f"--workdir={workdir}", "--model=cvae", "--epochs=1",
-                                "--batch_size=16", f"--data_dir={root / 'tfds'}"])
+    run_entry_point(main.main, [f"--workdir={workdir}", "--model=cvae", "--epochs=2",
+                                "--milestones=1,2", "--batch_size=16",
+                                f"--data_dir={root / 'tfds'}"])
   return workdir
 
 
@@ -75,12 +76,27 @@ def test_generate_writes_the_requested_number_of_digits(mock_cvae_run, tmp_path,
   run_entry_point(generate.main, [f"--workdir={mock_cvae_run}", "--digit=7", "--num=10",
                                   f"--out={out}", f"--classifier_workdir={tmp_path / 'none'}"])
   printed = capsys.readouterr().out
-  assert printed.startswith(f"wrote {out}: 10 samples of label 7")
+  assert printed.startswith(f"wrote {out}: 10 samples of label 7 from epoch 2")  # the newest
   image = plt.imread(out)
   assert image.shape[0] > 50 and image.shape[1] > 50
   assert generate.grid_shape(10) == (3, 4) and generate.grid_shape(64) == (8, 8)
   grid = generate.as_grid(np.zeros((10, 28, 28)), 4)
   assert grid.shape == (3, 4, 28, 28) and grid[2, 2:].min() == 1.0 and grid[2, :2].max() == 0.0
+  # An existing --out is the user's: replaced only when asked.
+  args = [f"--workdir={mock_cvae_run}", "--digit=3", "--num=4", f"--out={out}",
+          f"--classifier_workdir={tmp_path / 'none'}"]
+  written = out.read_bytes()
+  assert f"--out={out} exists; pass --overwrite" in one_line_error(generate.main, args, capsys)
+  assert out.read_bytes() == written
+  run_entry_point(generate.main, args + ["--overwrite"])
+  assert capsys.readouterr().out.startswith(f"wrote {out}: 4 samples of label 3")
+  assert out.read_bytes() != written
+  # The codes come from --sample_seed (0 unless given): another seed, other images.
+  seed_0 = out.read_bytes()
+  run_entry_point(generate.main, args + ["--overwrite", "--sample_seed=5"])
+  assert out.read_bytes() != seed_0
+  run_entry_point(generate.main, args + ["--overwrite", "--sample_seed=0"])
+  assert out.read_bytes() == seed_0
 
 
 def test_generate_refuses_what_the_run_cannot_do(mock_cvae_run, tmp_path, capsys):
@@ -112,7 +128,7 @@ def test_evaluate_reports_the_requested_label_accuracy(mock_cvae_run, tmp_path):
   with tfds.testing.mock_data(num_examples=96):
     run_entry_point(evaluate.main, [f"--workdir={mock_cvae_run}", "--num_importance_samples=5",
                                     f"--classifier_workdir={classifier_dir}"])
-  with open(os.path.join(mock_cvae_run, "eval_epoch_001.json")) as f:
+  with open(os.path.join(mock_cvae_run, "eval_epoch_002.json")) as f:  # the last milestone
     result = json.load(f)
   assert result["model"] == "cvae" and "p(x | label)" in result["conditioning"]
   assert result["test_elbo"] < result["test_log_likelihood"] < 0

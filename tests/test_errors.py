@@ -1,6 +1,7 @@
 """Bad input on the real command line: one line on stderr, exit status 2, nothing touched."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -9,10 +10,15 @@ import pytest
 from conftest import REPO
 
 
-def run(module, *args, cwd=None):
+def python(*args, cwd=None):
+  """This Python on args, with the repository importable, on the CPU."""
   env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
-  return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
+  return subprocess.run([sys.executable, *args], capture_output=True, text=True,
                         env=env, cwd=cwd or REPO, timeout=300)
+
+
+def run(module, *args, cwd=None):
+  return python("-m", module, *args, cwd=cwd)
 
 
 @pytest.mark.parametrize("args,flag", [
@@ -97,3 +103,89 @@ def test_a_run_and_a_classifier_never_take_each_other_s_folder(tmp_path):
                             "--overwrite"))
   assert "holds a classifier" in line
   assert sorted(os.listdir(classifier_dir)) == ["classifier.json"]
+
+
+def test_a_missing_or_file_workdir_and_a_file_data_dir_are_one_line(tmp_path):
+  a_file = tmp_path / "a_file"
+  a_file.write_text("mine")
+  for module in ("vae_jax.plot", "vae_jax.evaluate", "vae_jax.generate"):
+    assert "is a file, not a folder" in one_error_line(run(module, f"--workdir={a_file}"))
+    assert "does not exist" in one_error_line(run(module, f"--workdir={tmp_path / 'gone'}"))
+  line = one_error_line(run("vae_jax.main", f"--workdir={tmp_path / 'run'}", "--epochs=1",
+                            f"--data_dir={a_file}"))
+  assert f"--data_dir={a_file} is a file, not a folder" in line
+  assert not (tmp_path / "run").exists()
+  from vae_jax import config as config_lib
+  config_lib.save(config_lib.Config(data_dir=str(a_file)), str(tmp_path / "old_run"))
+  line = one_error_line(run("vae_jax.plot", f"--workdir={tmp_path / 'old_run'}"))
+  assert f"data_dir {a_file} (in its config.json) is now a file, not a folder; pass --data_dir" in line
+  assert a_file.read_text() == "mine"
+
+
+def test_a_run_of_a_model_this_code_lacks_is_one_line(tmp_path):
+  """A run made by someone's extended code (here --arch=wide), opened by code without it."""
+  from vae_jax import config as config_lib
+  config_lib.save(config_lib.Config(arch="wide"), str(tmp_path))
+  for module in ("vae_jax.plot", "vae_jax.evaluate", "vae_jax.generate"):
+    line = one_error_line(run(module, f"--workdir={tmp_path}"))
+    assert "names --arch=wide, which this code does not have (only mlp, conv)" in line
+  # Training names the differing setting, and --overwrite may replace such a run.
+  from vae_jax import workdir
+  with pytest.raises(config_lib.ConfigError, match="arch: 'wide' -> 'mlp'"):
+    workdir.check(str(tmp_path), config_lib.Config(), overwrite=False)
+  workdir.check(str(tmp_path), config_lib.Config(), overwrite=True)
+
+
+def test_ctrl_c_while_starting_is_one_line_and_writes_nothing(tmp_path):
+  # A finder that fails the import of vae_jax.train as a Ctrl-C would, deterministically.
+  script = (
+      "import sys\n"
+      "class CtrlC:\n"
+      "  def find_spec(self, name, path=None, target=None):\n"
+      "    if name == 'vae_jax.train': raise KeyboardInterrupt\n"
+      "sys.meta_path.insert(0, CtrlC())\n"
+      "from absl import app\n"
+      "from vae_jax import cli, main\n"
+      "app.run(main.main, flags_parser=cli.parse_flags)\n")
+  result = python("-c", script, f"--workdir={tmp_path / 'run'}", "--epochs=1")
+  assert result.returncode == 130, result.stderr
+  assert result.stderr.splitlines() == [
+      "interrupted while starting, before anything was written; the same command starts again"]
+  assert not (tmp_path / "run").exists()
+
+
+def test_dropped_milestones_get_a_note_only_when_given(tmp_path):
+  classifier_dir = tmp_path / "classifier"  # a folder main refuses, after the note
+  classifier_dir.mkdir()
+  (classifier_dir / "classifier.json").write_text("{}")
+  given = run("vae_jax.main", f"--workdir={classifier_dir}", "--epochs=2", "--milestones=1,5,7")
+  lines = given.stderr.splitlines()
+  assert lines[0] == "note: --milestones after --epochs=2 are dropped: 5,7", given.stderr
+  assert len(lines) == 2 and "holds a classifier" in lines[1]
+  default = run("vae_jax.main", f"--workdir={classifier_dir}", "--epochs=2")  # 20..150 dropped
+  assert "holds a classifier" in one_error_line(default) and len(default.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize("module,flags", [
+    ("vae_jax.main", ("workdir", "data_dir", "manual_dir", "epochs", "milestones")),
+    ("vae_jax.plot", ("workdir", "epoch", "out", "data_dir", "manual_dir")),
+    ("vae_jax.evaluate", ("workdir", "epoch", "classifier_workdir", "num_importance_samples")),
+    ("vae_jax.generate", ("workdir", "epoch", "out", "classifier_workdir", "digit",
+                          "sample_seed", "overwrite")),
+    ("vae_jax.classifier", ("workdir", "dataset", "epochs", "manual_dir")),
+    ("vae_jax.benchmark", ("arch", "batch_size", "latent_dim", "num_devices")),
+])
+def test_helpshort_lists_the_flags_each_entry_point_reads(module, flags):
+  """Every flag error says "see --helpshort": it must show the shared flags too."""
+  result = run(module, "--helpshort")
+  listed = {m.group(1) for m in re.finditer(r"^  --(?:\[no\])?(\w+):", result.stdout, re.M)}
+  assert set(flags) <= listed, (module, sorted(listed))
+
+
+def test_the_training_library_imports_without_defining_flags():
+  """A script with flags of its own (--workdir, say) may import vae_jax.train."""
+  script = ("from absl import flags\n"
+            "flags.DEFINE_string('workdir', None, 'the script\\'s own')\n"
+            "from vae_jax import models, report, restore, steps, train\n")
+  result = python("-c", script)
+  assert result.returncode == 0, result.stderr[-2000:]

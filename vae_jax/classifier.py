@@ -56,6 +56,7 @@ define_flag(flags.DEFINE_integer, "seed", "Seed of the initialisation and shuffl
 define_flag(flags.DEFINE_integer, "train_examples",
             "Use only the first N training images (default all).")
 define_flag(flags.DEFINE_bool, "overwrite", "Replace a classifier already in --workdir.")
+cli.key_flags("workdir", "data_dir", "manual_dir")
 FLAGS = flags.FLAGS
 
 

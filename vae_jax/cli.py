@@ -24,6 +24,15 @@ flags.DEFINE_string("out", None, "Where to write. plot: a folder for the figures
                     "W/generated_[digit_D_]epoch_EEE.png).")
 flags.DEFINE_string("classifier_workdir", None, "The in-project classifier that judges samples "
                     "(default runs/classifier_<dataset>).")
+# From here on, flags this module defines for an entry point (define_shared) or names as
+# key flags (key_flags) belong to that entry point: its --helpshort lists them.
+flags.disclaim_key_flags()
+
+
+def key_flags(*names: str) -> None:
+  """Lists these shared flags in the calling entry point's --helpshort."""
+  for name in names:
+    flags.declare_key_flag(name)
 
 
 def default_classifier_workdir(dataset: str) -> str:

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 import os
+import signal
 from typing import Any, Optional
 
 MODELS = ("vae", "cvae", "ae")
@@ -32,6 +33,10 @@ RESULT_FIELDS = (
 )
 RESUMABLE_FIELDS = ("learning_rate", "epochs", "milestones", "checkpoint_every", "num_devices",
                     "data_dir", "manual_dir")
+
+
+# The shell's status for a process ended by Ctrl-C; here, where importing defines no flags.
+INTERRUPTED_STATUS = 128 + signal.SIGINT
 
 
 class ConfigError(ValueError):
@@ -84,6 +89,12 @@ def default_workdir(config: Config) -> str:
       "runs", f"{config.dataset}_{config.model}_{config.arch}_z{config.latent_dim}")
 
 
+def choices() -> dict[str, tuple[str, ...]]:
+  """The values each naming setting may take, read at call time: a name registered later
+  (see the README's "Extending") counts."""
+  return {"dataset": DATASETS, "model": MODELS, "arch": ARCHS, "binarize": BINARIZATIONS}
+
+
 def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
   if value not in choices:
     raise ConfigError(f"--{name}={value!r} is not one of: {', '.join(choices)}")
@@ -96,10 +107,8 @@ def _at_least(name: str, value: int, low: int, what: str = "an integer") -> None
 
 def validate(config: Config) -> None:
   """Raises ConfigError (one line, naming the flag) for the first invalid setting."""
-  _choice("dataset", config.dataset, DATASETS)
-  _choice("model", config.model, MODELS)
-  _choice("arch", config.arch, ARCHS)
-  _choice("binarize", config.binarize, BINARIZATIONS)
+  for name, allowed in choices().items():
+    _choice(name, getattr(config, name), allowed)
   _at_least("latent_dim", config.latent_dim, 1)
   _at_least("epochs", config.epochs, 1)
   if not config.milestones or any(m < 1 for m in config.milestones):
@@ -127,8 +136,15 @@ def validate(config: Config) -> None:
       raise ConfigError(f"--{name}={value} must be a finite {sign} number")
   if config.num_devices is not None:
     _at_least("num_devices", config.num_devices, 1)
+  validate_data_dir(config.data_dir)
   if config.manual_dir is not None:
     validate_manual_dir(config.manual_dir)
+
+
+def validate_data_dir(data_dir: Optional[str]) -> None:
+  """tfds creates a missing data dir; a file in its place is the user's mistake."""
+  if data_dir is not None and os.path.exists(data_dir) and not os.path.isdir(data_dir):
+    raise ConfigError(f"--data_dir={data_dir} is a file, not a folder")
 
 
 SEED_BITS = 32
@@ -209,6 +225,17 @@ def load(workdir: str) -> Config:
   except (json.JSONDecodeError, TypeError) as e:
     raise ConfigError(f"{path} is not a vae_jax config ({e}); restore it from a copy, "
                       "or start the run in another --workdir") from None
+
+
+def check_restorable(config: Config, workdir: str) -> None:
+  """A ConfigError if the run names a dataset, model, arch or binarization this code
+  lacks (a run made by extended code): it cannot be rebuilt here. Training does not ask:
+  its own checks name the differing settings, and --overwrite may replace such a run."""
+  for name, allowed in choices().items():
+    if getattr(config, name) not in allowed:
+      raise ConfigError(
+          f"{os.path.join(workdir, CONFIG_FILE)} names --{name}={getattr(config, name)}, which "
+          f"this code does not have (only {', '.join(allowed)}): use the code that made the run")
 
 
 def differences(old: Config, new: Config, fields: tuple[str, ...] = RESULT_FIELDS) -> list[str]:

@@ -17,6 +17,7 @@ flags.DEFINE_integer("num_importance_samples", 5000, "K of the IWAE bound on log
 flags.DEFINE_integer("chunk_size", 100, "Importance samples decoded at once (memory, not result).")
 flags.DEFINE_integer("eval_batch_size", 100, "Test images per compiled call.")
 flags.DEFINE_integer("num_test_examples", None, "Evaluate the first N test images (default all).")
+cli.key_flags("workdir", "epoch", "classifier_workdir", "data_dir", "manual_dir")
 FLAGS = flags.FLAGS
 
 # Fixed keys, so that two checkpoints see the same noise: test batch i's estimates draw

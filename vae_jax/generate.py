@@ -21,6 +21,8 @@ from vae_jax.config import ConfigError, validate_seed
 flags.DEFINE_integer("digit", None, "The label to generate (0-9); cvae runs only.")
 flags.DEFINE_integer("num", 64, f"How many images (at most {10_000:,}).")
 flags.DEFINE_integer("sample_seed", 0, "Seed of the codes z.")
+cli.define_shared(flags.DEFINE_bool, "overwrite", False, "Replace an existing --out file.")
+cli.key_flags("workdir", "epoch", "out", "classifier_workdir", "data_dir", "manual_dir")
 FLAGS = flags.FLAGS
 
 MAX_IMAGES = 10_000  # a 100 x 100 grid: beyond that one PNG stops being a figure
@@ -42,7 +44,7 @@ def as_grid(images, columns: int):
 
 
 def check_request(model_name: str, conditional: bool, digit: Optional[int], num: int,
-                  out: Optional[str]) -> None:
+                  out: Optional[str], overwrite: bool = False) -> None:
   """A clear ConfigError for a request the run cannot serve."""
   from vae_jax import models
 
@@ -58,13 +60,19 @@ def check_request(model_name: str, conditional: bool, digit: Optional[int], num:
     raise ConfigError(f"--digit={digit} must be a label 0-{models.NUM_CLASSES - 1}")
   if out is not None and not out.lower().endswith(".png"):
     raise ConfigError(f"--out={out} must name a .png file")
+  if out is not None and os.path.exists(out) and not overwrite:
+    raise ConfigError(f"--out={out} exists; pass --overwrite to replace it")
 
 
 def generate(workdir: str, digit: Optional[int] = None, num: int = 64, out: Optional[str] = None,
              epoch: Optional[int] = None, sample_seed: int = 0,
              data_dir: Optional[str] = None, manual_dir: Optional[str] = None,
-             classifier_workdir: Optional[str] = None) -> str:
-  """Writes num generated images as one PNG grid; returns a one-line summary."""
+             classifier_workdir: Optional[str] = None, overwrite: bool = False) -> str:
+  """Writes num generated images as one PNG grid; returns a one-line summary.
+
+  An existing --out file is replaced only with overwrite; the default file, in the run's
+  folder, is this command's own and is always redrawn.
+  """
   import jax
   import numpy as np
 
@@ -75,7 +83,7 @@ def generate(workdir: str, digit: Optional[int] = None, num: int = 64, out: Opti
   run = restore.open_run(workdir, data_dir, manual_dir)
   config, model = run.config, run.model
   try:
-    check_request(config.model, model.conditional, digit, num, out)
+    check_request(config.model, model.conditional, digit, num, out, overwrite)
     epoch = restore.milestone_epochs(run, epoch)[-1]
     state = restore.restore(run, epoch)
   finally:
@@ -114,7 +122,7 @@ def generate_from_flags() -> None:
   cli.run_reporting(
       lambda: print(generate(FLAGS.workdir, FLAGS.digit, FLAGS.num, FLAGS.out, FLAGS.epoch,
                              FLAGS.sample_seed, FLAGS.data_dir, FLAGS.manual_dir,
-                             FLAGS.classifier_workdir)),
+                             FLAGS.classifier_workdir, cli.shared_value("overwrite", False))),
       (ConfigError, input_pipeline.DataError))
 
 

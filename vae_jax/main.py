@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from typing import Optional
@@ -31,6 +30,7 @@ flags.DEFINE_integer("checkpoint_every", 10, "Also keep the newest state every N
 flags.DEFINE_integer("num_devices", None, "Use only the first N devices (default all).")
 flags.DEFINE_bool("overwrite", False, "Discard any run in --workdir and start afresh (else an earlier run resumes).")
 flags.DEFINE_bool("distributed", False, "Multi-host: call jax.distributed.initialize() first.")
+cli.key_flags("workdir", "data_dir", "manual_dir")
 FLAGS = flags.FLAGS
 
 
@@ -75,25 +75,30 @@ def train_from_flags() -> None:
   cli.refuse_unused(("epoch", "out", "classifier_workdir"), "vae_jax.main")
   config = config_from_flags()
   config_lib.validate(config)  # before anything heavy is imported, loaded or compiled
-  if config.dropped_milestones:
-    logging.warning("milestones %s are after --epochs=%d and are dropped",
-                    list(config.dropped_milestones), config.epochs)
-  if FLAGS.distributed:
-    initialize_distributed()
-  from vae_jax import input_pipeline, train  # Heavy imports (JAX, TensorFlow) after validation.
+  if config.dropped_milestones and FLAGS["milestones"].present:  # the defaults drop silently
+    print(f"note: --milestones after --epochs={config.epochs} are dropped: "
+          f"{','.join(map(str, config.dropped_milestones))}", file=sys.stderr)
   workdir = FLAGS.workdir or config_lib.default_workdir(config)
+  try:
+    if FLAGS.distributed:
+      initialize_distributed()
+    from vae_jax import input_pipeline, train  # Heavy imports (JAX, TensorFlow) after validation.
+  except KeyboardInterrupt:  # Ctrl-C in the first seconds: nothing is written yet
+    print("interrupted while starting, before anything was written; the same command "
+          "starts again", file=sys.stderr)
+    sys.exit(config_lib.INTERRUPTED_STATUS)
   try:
     cli.run_reporting(lambda: train.train_and_evaluate(config, workdir, overwrite=FLAGS.overwrite),
                       (ConfigError, input_pipeline.DataError, train.NonFiniteLossError))
   except train.Interrupted as e:  # Ctrl-C during training: stopped at an epoch's end
     print(str(e), file=sys.stderr)
-    sys.exit(train.INTERRUPTED_STATUS)
+    sys.exit(config_lib.INTERRUPTED_STATUS)
   except KeyboardInterrupt:  # Ctrl-C while loading or compiling
     from vae_jax import checkpoints
     saved = checkpoints.saved_epochs(workdir)
     where = f"epoch {max(saved)}, the newest checkpoint" if saved else "the start (none saved yet)"
     print(f"interrupted; the same command resumes from {where}", file=sys.stderr)
-    sys.exit(train.INTERRUPTED_STATUS)
+    sys.exit(config_lib.INTERRUPTED_STATUS)
 
 
 def main(argv: list[str]) -> None:

@@ -9,6 +9,7 @@ from absl import app, flags
 from vae_jax import cli
 from vae_jax.config import ConfigError
 
+cli.key_flags("workdir", "epoch", "out", "data_dir", "manual_dir")
 FLAGS = flags.FLAGS
 
 

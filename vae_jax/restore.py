@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import NamedTuple, Optional
 
 import flax.linen as nn
 import jax
 from jax.sharding import Mesh
 
-from vae_jax import checkpoints, models, parallel, steps
+from vae_jax import checkpoints, models, parallel, steps, workdir as workdir_lib
 from vae_jax import config as config_lib
 from vae_jax.config import Config, ConfigError
 
@@ -27,9 +28,18 @@ def open_run(workdir: str, data_dir: Optional[str] = None,
   """Reads config.json (data paths may be overridden) and opens the checkpoints read-only."""
   if manual_dir:
     config_lib.validate_manual_dir(manual_dir)
+  if not os.path.exists(workdir):
+    raise ConfigError(f"--workdir={workdir} does not exist")
+  workdir_lib.refuse_file(workdir, "workdir")
   config = config_lib.load(workdir)
   config = dataclasses.replace(config, data_dir=data_dir or config.data_dir,
                                manual_dir=manual_dir or config.manual_dir)
+  config_lib.check_restorable(config, workdir)
+  if data_dir:
+    config_lib.validate_data_dir(data_dir)
+  elif config.data_dir and os.path.isfile(config.data_dir):
+    raise ConfigError(f"the run's data_dir {config.data_dir} (in its {config_lib.CONFIG_FILE}) "
+                      "is now a file, not a folder; pass --data_dir")
   manager = checkpoints.RunCheckpoints(workdir, read_only=True)
   if not manager.milestone_epochs():
     raise ConfigError(f"--workdir={workdir} holds no milestone checkpoint yet")

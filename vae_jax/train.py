@@ -19,7 +19,7 @@ from vae_jax.config import Config, ConfigError, validate
 from vae_jax.input_pipeline import DataError, Split, binarize_fixed, load_split, train_split
 
 
-INTERRUPTED_STATUS = 128 + signal.SIGINT  # the shell's status for a process ended by Ctrl-C
+INTERRUPTED_STATUS = config_lib.INTERRUPTED_STATUS
 
 
 class NonFiniteLossError(RuntimeError):
