@@ -11,7 +11,7 @@ import pytest
 import tensorflow_datasets as tfds
 from absl import flags
 
-from vae_jax import classifier, cli
+from vae_jax import classifier, cli, input_pipeline
 from vae_jax import main as vae_main  # noqa: F401  Shares flag names: both must coexist.
 from vae_jax.config import Config, ConfigError
 
@@ -65,6 +65,25 @@ def test_training_epochs_lower_the_loss():
     losses.append(loss(state.params))
   assert losses[0] > 1.5 and losses[-1] < 0.5 * losses[0]
   assert classifier.accuracy(clf._replace(params=state.params), images, labels) > 0.9
+
+
+def test_each_epoch_shuffles_with_its_own_key(tmp_path):
+  """Two epochs of train_classifier equal two epochs run by hand with the keys
+  fold_in(fold_in(PRNGKey(seed), SHUFFLE_STREAM), epoch) for epochs 0 and 1."""
+  config = Config(epochs=2, batch_size=16, seed=3, data_dir=str(tmp_path / "tfds"))
+  with tfds.testing.mock_data(num_examples=64):
+    trained = classifier.train_classifier(config, str(tmp_path / "clf"), log=lambda _: None)
+    train = input_pipeline.load_split("mnist", "train", data_dir=config.data_dir)
+  clf = classifier.new_classifier(config.seed)
+  tx = optax.adam(config.learning_rate)
+  state = classifier.TrainState(clf.params, tx.init(clf.params))
+  epoch = classifier.compile_epoch(clf.model, tx, config.batch_size)
+  root = jax.random.fold_in(jax.random.PRNGKey(config.seed), classifier.SHUFFLE_STREAM)
+  for e in range(2):
+    state, _ = epoch(state, jnp.asarray(train.images), jnp.asarray(train.labels),
+                     jax.random.fold_in(root, e))
+  for a, b in zip(jax.tree.leaves(trained.params), jax.tree.leaves(state.params)):
+    np.testing.assert_array_equal(a, b)
 
 
 def test_save_then_load_gives_identical_predictions(tmp_path):

@@ -1,6 +1,7 @@
 """The arrays behind the figures: priors, scatter coordinates, manifold grid, interpolation."""
 
 import dataclasses
+import os
 
 import jax
 import numpy as np
@@ -98,3 +99,129 @@ def test_codes_and_manifold_axes_follow_a_correlated_prior():
   np.testing.assert_allclose(gx, 1.0 + 2.0 * q, rtol=1e-6)  # marginal sd sqrt(4)
   np.testing.assert_allclose(gy, -1.0 + 1.0 * q, rtol=1e-6)  # marginal sd sqrt(1)
 
+
+# ---- draw_figures: each figure shows the arrays it names ---------------------------------
+
+def figure_data(num: int = 48) -> "train.Data":
+  """Random uint8 images, labels in no sorted order, every class present."""
+  from vae_jax import train
+  rng = np.random.default_rng(7)
+  splits = []
+  for _ in range(2):
+    labels = rng.permutation(np.arange(num) % 10).astype(np.int32)
+    images = rng.integers(0, 256, (num, 28, 28, 1)).astype(np.uint8)
+    splits.append(Split(images=images, labels=labels))
+  return train.Data(train=splits[0], val=splits[1])
+
+
+def capture_figures(monkeypatch) -> dict:
+  """Replaces every plots function report calls: each records its arguments, draws nothing."""
+  from vae_jax import plots
+  drawn = {}
+  for name in ("image_grid", "reconstructions", "latent_scatter", "latent_manifold",
+               "latent_manifold_panels", "loss_curves"):
+    def record(*args, _name=name, **kwargs):  # image_grid draws several: keyed by file
+      drawn[os.path.basename(args[1]) if _name == "image_grid" else _name] = args
+    monkeypatch.setattr(plots, name, record)
+  return drawn
+
+
+def history_rows(epochs: int) -> list[dict]:
+  return [dict(epoch=e, train_loss=9.0 - e, train_recon=8.0 - e, train_kl=1.0, val_loss=9.5 - e,
+               val_recon=8.5 - e, val_kl=1.0, seconds=1.0) for e in range(1, epochs + 1)]
+
+
+def encoded_means(state, model, split, batch: int = 16) -> np.ndarray:
+  """The posterior means image by image, apart from report's batched call."""
+  encode = jax.jit(lambda x, y: model.apply({"params": state.params}, x, y, method="encode")[0])
+  return np.concatenate([np.asarray(encode(split.images[i:i + batch] / np.float32(255),
+                                           split.labels[i:i + batch]))
+                         for i in range(0, len(split.labels), batch)])
+
+
+def decoded(state, model, z, labels=None) -> np.ndarray:
+  decode = jax.jit(lambda z, y: model.apply({"params": state.params}, z, y, method="decode"))
+  return np.asarray(jax.nn.sigmoid(decode(np.asarray(z, np.float32), labels)))[..., 0]
+
+
+def test_figures_show_the_images_codes_labels_and_epochs_they_name(tmp_path, monkeypatch):
+  model = models.make_model("vae", "mlp", 2)
+  state = steps.init_state(model, optax.adam(1e-3), seed=3)
+  config = Config(model="vae", latent_dim=2, batch_size=16)
+  data = figure_data()
+  drawn = capture_figures(monkeypatch)
+  report.draw_figures(state, model, config, data, history_rows(3), epoch=2, out=str(tmp_path))
+  means = encoded_means(state, model, data.val)
+
+  # latents.npz: each validation image's mean beside its own label, in the split's order.
+  saved = np.load(tmp_path / "latents.npz")
+  np.testing.assert_array_equal(saved["labels"], data.val.labels)
+  np.testing.assert_allclose(saved["means"], means, rtol=1e-5, atol=1e-6)
+  np.testing.assert_array_equal(saved["coords"], saved["means"])  # z = 2: the means themselves
+
+  # Reconstructions: validation image k above the decoding of its own mean.
+  originals, recons = drawn["reconstructions"][:2]
+  num = report.RECON_ROWS * report.RECON_COLS
+  np.testing.assert_array_equal(originals.reshape(num, 28, 28), data.val.images[:num, ..., 0] / np.float32(255))
+  np.testing.assert_allclose(recons.reshape(num, 28, 28), decoded(state, model, means[:num]),
+                             atol=1e-6)
+
+  # The manifold: column j at gx[j], row i at gy[side - 1 - i] (row 0 is the highest z[1]).
+  grid, extent = drawn["latent_manifold"][:2]
+  gx, gy = report.manifold_axes(report.latent_prior(model, None, 2))
+  assert extent == (gx[0], gx[-1], gy[0], gy[-1])
+  side = report.MANIFOLD_SIDE
+  for i, j in ((0, 0), (0, side - 1), (side - 1, 3), (5, 11)):
+    np.testing.assert_allclose(grid[i, j], decoded(state, model, [[gx[j], gy[side - 1 - i]]])[0],
+                               atol=1e-6)
+
+  # The scatter: the means coloured by their own labels; the loss curves: epochs 1..2.
+  coords, labels = drawn["latent_scatter"][:2]
+  np.testing.assert_array_equal(labels, data.val.labels)
+  np.testing.assert_allclose(coords, means, rtol=1e-5, atol=1e-6)
+  assert [row["epoch"] for row in drawn["loss_curves"][0]] == [1, 2]
+
+
+def test_a_conditional_interpolation_moves_code_and_label_between_its_two_images(
+    tmp_path, monkeypatch):
+  model = models.make_model("cvae", "mlp", 2)
+  state = steps.init_state(model, optax.adam(1e-3), seed=4)
+  config = Config(model="cvae", latent_dim=2, batch_size=16)
+  data = figure_data()
+  drawn = capture_figures(monkeypatch)
+  means = encoded_means(state, model, data.val)
+  report.draw_interpolation(state, model, config, means, data, str(tmp_path), "run")
+  rows = drawn["interpolation.png"][0]
+  assert rows.shape == (report.INTERPOLATION_PAIRS, report.INTERPOLATION_STEPS + 2, 28, 28)
+  onehot = np.eye(10, dtype=np.float32)
+  for p, (a, b) in enumerate(report.interpolation_pairs(data.val.labels)):
+    la, lb = data.val.labels[a], data.val.labels[b]
+    np.testing.assert_array_equal(rows[p, 0], data.val.images[a, ..., 0] / np.float32(255))
+    np.testing.assert_array_equal(rows[p, -1], data.val.images[b, ..., 0] / np.float32(255))
+    ends = [(means[a], onehot[la]), (means[b], onehot[lb])]
+    for column, (z, y) in ((1, ends[0]), (report.INTERPOLATION_STEPS, ends[1])):
+      np.testing.assert_allclose(rows[p, column], decoded(state, model, [z], y[None])[0],
+                                 atol=1e-5)
+    assert la != lb and not np.allclose(rows[p, 1], rows[p, report.INTERPOLATION_STEPS])
+
+
+def test_the_scatter_paints_each_point_in_its_own_labels_colour(tmp_path, monkeypatch):
+  import matplotlib.axes
+  import matplotlib.pyplot as plt
+  from vae_jax import plots
+  labels = np.random.default_rng(5).permutation(np.arange(300) % 10)
+  coords = np.stack([np.arange(300.0), -np.arange(300.0)], axis=1)  # x names the point
+  painted = {}
+  original = matplotlib.axes.Axes.scatter
+
+  def scatter(ax, x, y, *args, c=None, **kwargs):
+    painted.update(x=np.asarray(x), c=np.asarray(c))
+    return original(ax, x, y, *args, c=c, **kwargs)
+
+  monkeypatch.setattr(matplotlib.axes.Axes, "scatter", scatter)
+  plots.latent_scatter(coords, labels, [str(d) for d in range(10)], ("z[0]", "z[1]"),
+                       str(tmp_path / "scatter.png"), "title")
+  index = painted["x"].astype(int)
+  assert sorted(index) == list(range(300)) and list(index) != list(range(300))  # shuffled
+  np.testing.assert_array_equal(painted["c"], plt.get_cmap("tab10")(labels[index]))
+  assert (tmp_path / "scatter.png").stat().st_size > 0

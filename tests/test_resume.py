@@ -188,8 +188,8 @@ def test_overwrite_keeps_the_old_run_when_the_new_data_fails_to_load(tmp_path, t
   assert checkpoints.RunCheckpoints(workdir, read_only=True).milestone_epochs() == [1]
 
 
-def test_figures_cut_short_are_drawn_on_resume_and_a_lower_epochs_is_refused(tmp_path, tfds_dir,
-                                                                             mnist_dir):
+def test_figures_cut_short_are_drawn_on_resume_and_a_lower_epochs_needs_overwrite(
+    tmp_path, tfds_dir, mnist_dir):
   config = small_config(tfds_dir, mnist_dir, epochs=2, milestones=(2,))
   workdir = str(tmp_path / "run")
   train.train_and_evaluate(config, workdir, log=lambda _: None)
@@ -210,6 +210,10 @@ def test_figures_cut_short_are_drawn_on_resume_and_a_lower_epochs_is_refused(tmp
   with pytest.raises(ConfigError, match=r"--epochs=1, but .* already holds epoch 2"):
     train.train_and_evaluate(dataclasses.replace(config, epochs=1, milestones=(1,)), workdir)
   assert config_lib.load(workdir).epochs == 2
+  # --overwrite discards the run, so its epochs no longer count.
+  train.train_and_evaluate(dataclasses.replace(config, epochs=1, milestones=(1,)), workdir,
+                           overwrite=True, log=lambda _: None)
+  assert checkpoints.saved_epochs(workdir) == [1] and config_lib.load(workdir).epochs == 1
 
 
 # tensorstore's reads still in flight when the restore fails report to a closed event
