@@ -168,10 +168,12 @@ def test_comparison_catches_a_flipped_kernel():
     {"kernel_size": (3, 3, 3)},
     {"strides": (2, 2, 2)},
     {"strides": 0},
+    {"kernel_size": (0, 3)},
 ])
-def test_unsupported_configs_raise(kwargs):
+@pytest.mark.parametrize("layer", [MatmulConvTranspose, PatchConv])
+def test_unsupported_configs_raise(kwargs, layer):
   with pytest.raises(ValueError):
-    MatmulConvTranspose(8, **kwargs).init(jax.random.key(0), jnp.ones((1, 6, 6, 3)))
+    layer(8, **kwargs).init(jax.random.key(0), jnp.ones((1, 6, 6, 3)))
 
 
 # (input shape, features, kernel, stride) for PatchConv: the encoder's two strided
@@ -191,6 +193,13 @@ def test_patch_conv_output_and_gradients_match_conv(shape, features, k, s):
   ref = nn.Conv(features, (k, k), strides=(s, s), padding="SAME")
   new = PatchConv(features, (k, k), strides=(s, s))
   _assert_same_function(ref, new, shape, seed=2)
+
+
+@pytest.mark.parametrize("shape,features,k,s", [((2, 5, 6, 3), 4, (3, 2), (2, 3)),
+                                                ((2, 6, 4, 2), 3, (2, 4), (3, 1))])
+def test_patch_conv_matches_conv_for_other_kernels_and_strides_per_axis(shape, features, k, s):
+  _assert_same_function(nn.Conv(features, k, strides=s, padding="SAME"),
+                        PatchConv(features, k, strides=s), shape, seed=2)
 
 
 def test_patch_conv_init_gives_identical_params():

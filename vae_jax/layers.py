@@ -104,6 +104,13 @@ class _SameConv(nn.Module):
   kernel_init: nn.initializers.Initializer = default_kernel_init
   bias_init: nn.initializers.Initializer = nn.initializers.zeros_init()
 
+  def _kernel_and_strides(self) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(kh, kw), (sh, sw); a ValueError for a size below 1, as flax's own layers give."""
+    kernel, strides = _pair(self.kernel_size), _pair(self.strides)
+    if min(*kernel, *strides) < 1:
+      raise ValueError(f"invalid kernel_size {self.kernel_size} / strides {self.strides}")
+    return kernel, strides
+
   def _params(self, x: jax.Array):
     """Creates the params for input x [B, H, W, in] -> (x, kernel, bias) in one dtype, as flax."""
     kh, kw = _pair(self.kernel_size)
@@ -120,7 +127,7 @@ class PatchConv(_SameConv):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    (kh, kw), (sh, sw) = _pair(self.kernel_size), _pair(self.strides)
+    (kh, kw), (sh, sw) = self._kernel_and_strides()
     x, kernel, bias = self._params(x)
     pads = (same_pads(x.shape[1], kh, sh), same_pads(x.shape[2], kw, sw))
     y = conv_as_matmul(x, kernel, (sh, sw), pads)
@@ -293,9 +300,7 @@ class MatmulConvTranspose(_SameConv):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    (kh, kw), strides = _pair(self.kernel_size), _pair(self.strides)
-    if min(kh, kw, *strides) < 1:
-      raise ValueError(f"invalid kernel_size {self.kernel_size} / strides {self.strides}")
+    (kh, kw), strides = self._kernel_and_strides()
     batch, x = x.shape[:-3], x.reshape((-1,) + x.shape[-3:])
     x, kernel, bias = self._params(x)
     if bias is None:
