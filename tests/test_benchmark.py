@@ -30,6 +30,19 @@ def test_benchmark_prints_one_json_line(model):
   assert {"jax", "jaxlib", "flax", "optax"} <= set(line["versions"])
 
 
+def test_benchmark_times_only_the_images_it_trains_on():
+  # 200 images make one step of 128; the other 72 are never trained on.
+  result = run("vae_jax.benchmark", "--train_examples=200", "--epochs=1")
+  assert result.returncode == 0, result.stderr
+  assert json.loads(result.stdout.strip().splitlines()[-1])["timed_images"] == 128
+
+
+def test_benchmark_refuses_bad_settings_in_one_line():
+  result = run("vae_jax.benchmark", "--batch_size=0")
+  assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+  assert result.stderr.startswith("error: --batch_size=0")
+
+
 def test_every_entry_point_imports_into_one_process():
   """Entry points share flag names (--out, --model, --epochs, ...); absl refuses a name
   defined twice, so a process (a test run, a notebook) must be able to hold them all."""

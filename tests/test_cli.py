@@ -1,5 +1,7 @@
 """The command line end to end on tfds mock data: train, checkpoint, figures, redraw."""
 
+import dataclasses
+import json
 import os
 
 import flax.linen as nn
@@ -9,12 +11,11 @@ import pytest
 import tensorflow_datasets as tfds
 from absl import flags
 
-import json
-
 from vae_jax import (checkpoints, classifier, cli, evaluate, generate, main, models, parallel,
                      plot, steps)
 from vae_jax import workdir as workdir_lib
 from vae_jax import config as config_lib
+from vae_jax.config import Config
 
 FIGURES = ("samples.png", "reconstructions.png", "latent_scatter.png", "loss_curves.png",
            "interpolation.png", "latents.npz")
@@ -40,6 +41,21 @@ def test_data_paths_are_kept_absolute(tmp_path, monkeypatch):
   config = main.config_from_flags()
   assert config.data_dir == str(tmp_path / "tfds")
   assert config.manual_dir == os.path.join(os.path.expanduser("~"), "mnist")
+
+
+def test_every_setting_reaches_the_config_from_its_flag(tmp_path):
+  expected = Config(dataset="fashion_mnist", model="cvae", arch="conv", latent_dim=5, epochs=7,
+                    milestones=(3, 6), batch_size=64, learning_rate=0.002, beta=0.5, seed=7,
+                    train_examples=640, binarize="dynamic", checkpoint_every=3, num_devices=1,
+                    data_dir=str(tmp_path / "tfds"), manual_dir=str(tmp_path / "files"))
+  unchanged = [f.name for f in dataclasses.fields(Config)
+               if getattr(expected, f.name) == getattr(Config(), f.name)]
+  assert not unchanged, f"give these a value other than the default here: {unchanged}"
+  flags.FLAGS.unparse_flags()
+  cli.parse_flags(["prog", "--milestones=3,6"] + [
+      f"--{f.name}={getattr(expected, f.name)}" for f in dataclasses.fields(Config)
+      if f.name != "milestones"])
+  assert main.config_from_flags() == expected
 
 
 @pytest.mark.parametrize("model_name,arch", [("vae", "mlp"), ("ae", "mlp"), ("vae", "conv")])

@@ -30,6 +30,8 @@ def test_default_workdir_names_the_run():
     (dict(beta=-1.0), "--beta"), (dict(manual_dir="/no/such/folder"), "--manual_dir"),
     (dict(train_examples=60_001), "--train_examples"), (dict(seed=2**63), "--seed"),
     (dict(seed=-1), "--seed"), (dict(seed=2**32), "--seed"),
+    (dict(checkpoint_every=0), "--checkpoint_every"), (dict(num_devices=0), "--num_devices"),
+    (dict(beta=float("inf")), "--beta"), (dict(learning_rate=float("inf")), "--learning_rate"),
 ])
 def test_invalid_settings_name_the_flag(change, flag):
   with pytest.raises(ConfigError, match=flag) as error:
@@ -48,6 +50,13 @@ def test_valid_defaults_and_real_manual_dir_pass(mnist_dir):
   config_lib.validate(Config(manual_dir=mnist_dir))
 
 
+@pytest.mark.parametrize("change", [dict(train_examples=60_000),
+                                    dict(train_examples=128, batch_size=128),
+                                    dict(checkpoint_every=1, num_devices=1, beta=0.0)])
+def test_settings_at_their_limits_are_valid(change):
+  config_lib.validate(dataclasses.replace(Config(), **change))
+
+
 def test_config_json_round_trip(tmp_path):
   config = Config(model="ae", arch="conv", latent_dim=5, milestones=(3, 7), train_examples=500,
                   beta=0.5, manual_dir="/data")
@@ -60,6 +69,16 @@ def test_result_differences_ignore_epochs_and_paths():
   assert config_lib.differences(old, Config(epochs=300, milestones=(5,), data_dir="/x")) == []
   assert config_lib.differences(old, Config(latent_dim=3, beta=2.0)) == [
       "latent_dim: 2 -> 3", "beta: 1.0 -> 2.0"]
+
+
+@pytest.mark.parametrize("change", [
+    dict(dataset="fashion_mnist"), dict(model="ae"), dict(arch="conv"), dict(latent_dim=3),
+    dict(batch_size=64), dict(beta=2.0), dict(seed=1), dict(train_examples=500),
+    dict(binarize="dynamic")])
+def test_each_setting_that_changes_what_is_trained_refuses_a_resume(change):
+  (name, _), = change.items()
+  found = config_lib.differences(Config(), Config(**change))
+  assert len(found) == 1 and found[0].startswith(f"{name}: "), found
 
 
 def test_every_setting_either_defines_the_run_or_may_change_on_resume():

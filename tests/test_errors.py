@@ -39,6 +39,11 @@ def run(module, *args, cwd=None):
     (["--distributed"], "--distributed"),
     (["--no_such_flag=1"], "no_such_flag"),
     (["--epoch=3"], "did you mean --epochs?"),
+    (["--out=x"], "--out is not a flag of vae_jax.main"),
+    (["--checkpoint_every=0"], "--checkpoint_every"),
+    (["--num_devices=0"], "--num_devices"),
+    (["--beta=inf"], "--beta"),
+    (["--manual_dir=/no/such/dir", "epochs=5"], "unexpected arguments ['epochs=5']"),
 ])
 def test_bad_flag_is_one_line_exit_2_and_workdir_untouched(tmp_path, args, flag):
   workdir = tmp_path / "run"
@@ -63,6 +68,40 @@ def test_plot_with_a_bad_workdir_creates_no_out_folder(tmp_path):
   line = one_error_line(run("vae_jax.plot", f"--workdir={tmp_path / 'missing'}", f"--out={out}"))
   assert "missing" in line
   assert not out.exists()
+
+
+def test_a_flag_without_a_near_name_gets_no_hint(tmp_path):
+  # --epoch has --epochs beside it; --out has no --outs, so its error ends at the program.
+  assert one_error_line(run("vae_jax.main", f"--workdir={tmp_path / 'run'}", "--out=x")) == (
+      "error: --out is not a flag of vae_jax.main")
+  assert not (tmp_path / "run").exists()
+
+
+def test_a_failed_distributed_start_is_a_config_error_naming_the_flag(monkeypatch):
+  import jax
+  from vae_jax import main
+  from vae_jax.config import ConfigError
+
+  def no_coordinator():  # what jax raises where no cluster is found depends on the machine
+    raise RuntimeError("no coordinator address found\nsecond line")
+
+  monkeypatch.setattr(jax.distributed, "initialize", no_coordinator)
+  with pytest.raises(ConfigError, match=r"^--distributed: .*\(no coordinator address found\); "):
+    main.initialize_distributed()
+
+
+def test_a_diverging_run_is_one_line_through_the_command_line(tmp_path, capsys):
+  import tensorflow_datasets as tfds
+  from absl import flags
+  from vae_jax import cli, main
+  flags.FLAGS.unparse_flags()
+  cli.parse_flags(["prog", f"--workdir={tmp_path / 'run'}", "--epochs=2", "--milestones=2",
+                   "--batch_size=16", "--learning_rate=1e30", f"--data_dir={tmp_path / 'tfds'}"])
+  with tfds.testing.mock_data(num_examples=96), pytest.raises(SystemExit) as exit_info:
+    main.main(["prog"])
+  assert exit_info.value.code == 2
+  lines = capsys.readouterr().err.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith("error: epoch 1: the loss became non-finite")
 
 
 def test_benchmark_refuses_the_run_folder_flags(tmp_path):

@@ -110,6 +110,12 @@ def test_log_mean_exp_is_stable_and_matches_scipy(values):
     np.testing.assert_allclose(got, expected, rtol=1e-6)
 
 
+def test_log_mean_exp_divides_by_the_size_of_the_reduced_axis():
+  x = np.random.default_rng(1).normal(0, 3, (3, 5))
+  np.testing.assert_allclose(likelihood.log_mean_exp(jnp.asarray(x, jnp.float32), axis=0),
+                             special.logsumexp(x, axis=0) - np.log(3), rtol=1e-6)
+
+
 def test_log_mean_exp_reduces_the_given_axis_and_has_finite_gradients():
   x = np.random.default_rng(1).normal(0, 30, (3, 5))
   x[1, 2] = -np.inf

@@ -55,6 +55,29 @@ def test_mlp_vae_has_the_documented_size():
   assert sum(p.size for p in jax.tree.leaves(params)) == 1_068_820
 
 
+def test_the_mlp_vae_is_the_documented_network(latent_dim=2):
+  """Encoder 784 -> 512 -> 256 (ReLU) -> mean, logvar; decoder z -> 256 -> 512 (ReLU) ->
+  784 logits (no activation), recomputed in float64 numpy from the parameters."""
+  model = models.make_model("vae", "mlp", latent_dim)
+  p = jax.tree.map(lambda a: np.asarray(a, np.float64),
+                   models.init_params(model, jax.random.PRNGKey(0)))
+  relu = lambda a: np.maximum(a, 0.0)  # noqa: E731
+  def layer(q, a):
+    return a @ q["kernel"] + q["bias"]
+  rng = np.random.default_rng(0)
+  x = rng.uniform(size=(3, 28, 28, 1)).astype(np.float32)
+  z = rng.normal(size=(3, latent_dim)).astype(np.float32)
+  trunk, net = p["encoder"]["trunk"], p["decoder"]["net"]
+  h = relu(layer(trunk["Dense_1"], relu(layer(trunk["Dense_0"], x.reshape(3, -1)))))
+  logits = layer(net["Dense_2"], relu(layer(net["Dense_1"], relu(layer(net["Dense_0"], z)))))
+  mean, logvar = model.apply({"params": p}, x, method="encode")
+  np.testing.assert_allclose(mean, layer(p["encoder"]["mean"], h), rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(logvar, layer(p["encoder"]["logvar"], h), rtol=1e-4, atol=1e-5)
+  decoded = model.apply({"params": p}, z, method="decode")
+  np.testing.assert_allclose(decoded, logits.reshape(3, 28, 28, 1), rtol=1e-4, atol=1e-5)
+  assert logits.min() < 0  # logits: a ReLU on them would show
+
+
 def test_reparameterize_is_mean_plus_scaled_noise_and_differentiable():
   key = jax.random.PRNGKey(3)
   mean, logvar = jnp.array([[0.5, -1.0]]), jnp.array([[0.2, -0.4]])

@@ -1,0 +1,42 @@
+"""Opening a saved run for plot, evaluate and generate (vae_jax.restore)."""
+
+import pytest
+
+from vae_jax import checkpoints, config as config_lib, models, parallel, restore, steps
+from vae_jax.config import Config, ConfigError
+
+
+def saved_run(workdir: str, milestones=(1, 2)) -> Config:
+  """A run folder as training leaves it: config.json and these milestone checkpoints."""
+  config = Config(batch_size=16, data_dir=f"{workdir}/old_tfds")
+  config_lib.save(config, workdir)
+  model = models.make_model(config.model, config.arch, config.latent_dim)
+  state = parallel.put_replicated(
+      steps.init_state(model, steps.make_optimizer(config), config.seed), parallel.make_mesh())
+  manager = checkpoints.RunCheckpoints(workdir)
+  for epoch in milestones:
+    manager.save_milestone(epoch, state)
+  manager.close()
+  return config
+
+
+def test_a_run_opens_with_the_data_dir_given_and_the_epoch_asked_for(tmp_path):
+  saved_run(str(tmp_path))
+  run = restore.open_run(str(tmp_path), data_dir=str(tmp_path / "moved"))
+  try:
+    assert run.config.data_dir == str(tmp_path / "moved")
+    assert restore.milestone_epochs(run, 1) == [1]
+    assert restore.milestone_epochs(run, None) == [1, 2]
+    with pytest.raises(ConfigError, match="--epoch=3 is not saved .*saved epochs: 1, 2"):
+      restore.milestone_epochs(run, 3)
+  finally:
+    run.manager.close()
+  kept = restore.open_run(str(tmp_path))
+  kept.manager.close()
+  assert kept.config.data_dir == str(tmp_path / "old_tfds")
+
+
+def test_a_run_without_a_milestone_yet_is_one_line(tmp_path):
+  saved_run(str(tmp_path), milestones=())
+  with pytest.raises(ConfigError, match="holds no milestone checkpoint yet"):
+    restore.open_run(str(tmp_path))
