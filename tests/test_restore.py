@@ -1,14 +1,19 @@
 """Opening a saved run for plot, evaluate and generate (vae_jax.restore)."""
 
+import subprocess
+import sys
+
 import pytest
+
+from test_parallel import FOUR_DEVICES
 
 from vae_jax import checkpoints, config as config_lib, models, parallel, restore, steps
 from vae_jax.config import Config, ConfigError
 
 
-def saved_run(workdir: str, milestones=(1, 2)) -> Config:
+def saved_run(workdir: str, milestones=(1, 2), num_devices=None) -> Config:
   """A run folder as training leaves it: config.json and these milestone checkpoints."""
-  config = Config(batch_size=16, data_dir=f"{workdir}/old_tfds")
+  config = Config(batch_size=16, data_dir=f"{workdir}/old_tfds", num_devices=num_devices)
   config_lib.save(config, workdir)
   model = models.make_model(config.model, config.arch, config.latent_dim)
   state = parallel.put_replicated(
@@ -40,3 +45,13 @@ def test_a_run_without_a_milestone_yet_is_one_line(tmp_path):
   saved_run(str(tmp_path), milestones=())
   with pytest.raises(ConfigError, match="holds no milestone checkpoint yet"):
     restore.open_run(str(tmp_path))
+
+
+def test_a_run_opens_on_as_many_devices_as_it_trained_on(tmp_path):
+  saved_run(str(tmp_path), num_devices=2)
+  code = ("import sys; from vae_jax import restore; run = restore.open_run(sys.argv[1]); "
+          "print(run.mesh.size); run.manager.close()")
+  result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=FOUR_DEVICES,
+                          capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert result.stdout.split()[-1] == "2"  # of the 4 visible
