@@ -39,7 +39,6 @@ def run(module, *args, cwd=None):
     (["--distributed"], "--distributed"),
     (["--no_such_flag=1"], "no_such_flag"),
     (["--epoch=3"], "did you mean --epochs?"),
-    (["--out=x"], "--out is not a flag of vae_jax.main"),
     (["--checkpoint_every=0"], "--checkpoint_every"),
     (["--num_devices=0"], "--num_devices"),
     (["--beta=inf"], "--beta"),
