@@ -116,7 +116,8 @@ def test_ctrl_c_on_one_process_stops_both_after_the_same_epoch(tmp_path, tfds_di
   finally:
     process_0.kill()
     process_1.kill()
-  assert (process_0.returncode, process_1.returncode) == (train.INTERRUPTED_STATUS,) * 2, output
+  interrupted = config_lib.INTERRUPTED_STATUS
+  assert (process_0.returncode, process_1.returncode) == (interrupted, interrupted), output
   last = workdir_lib.read_metrics(workdir)[-1]["epoch"]
   assert 2 <= last < 500 and f"interrupted after epoch {last}, which is saved" in output
   assert max(checkpoints.saved_epochs(workdir)) == last

@@ -19,9 +19,6 @@ from vae_jax.config import Config, ConfigError, validate
 from vae_jax.input_pipeline import DataError, Split, binarize_fixed, load_split, train_split
 
 
-INTERRUPTED_STATUS = config_lib.INTERRUPTED_STATUS
-
-
 class NonFiniteLossError(RuntimeError):
   """Training produced NaN or Inf; the message names the epoch and the last good checkpoint."""
 
@@ -43,7 +40,7 @@ def stop_at_epoch_end(log: Callable[[str], None]):
 
   def at_once(signum, frame):
     os.write(2, b"\nstopped at once; the same command resumes from the newest checkpoint\n")
-    os._exit(INTERRUPTED_STATUS)
+    os._exit(config_lib.INTERRUPTED_STATUS)
 
   def after_epoch(signum, frame):
     pressed.append(True)
