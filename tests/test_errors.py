@@ -91,13 +91,12 @@ def test_a_failed_distributed_start_is_a_config_error_naming_the_flag(monkeypatc
 
 def test_a_diverging_run_is_one_line_through_the_command_line(tmp_path, capsys):
   import tensorflow_datasets as tfds
-  from absl import flags
-  from vae_jax import cli, main
-  flags.FLAGS.unparse_flags()
-  cli.parse_flags(["prog", f"--workdir={tmp_path / 'run'}", "--epochs=2", "--milestones=2",
-                   "--batch_size=16", "--learning_rate=1e30", f"--data_dir={tmp_path / 'tfds'}"])
+  from test_cli import run_entry_point
+  from vae_jax import main
   with tfds.testing.mock_data(num_examples=96), pytest.raises(SystemExit) as exit_info:
-    main.main(["prog"])
+    run_entry_point(main.main, [f"--workdir={tmp_path / 'run'}", "--epochs=2", "--milestones=2",
+                                "--batch_size=16", "--learning_rate=1e30",
+                                f"--data_dir={tmp_path / 'tfds'}"])
   assert exit_info.value.code == 2
   lines = capsys.readouterr().err.strip().splitlines()
   assert len(lines) == 1 and lines[0].startswith("error: epoch 1: the loss became non-finite")
