@@ -111,9 +111,10 @@ class _SameConv(nn.Module):
       raise ValueError(f"invalid kernel_size {self.kernel_size} / strides {self.strides}")
     return kernel, strides
 
-  def _params(self, x: jax.Array):
-    """Creates the params for input x [B, H, W, in] -> (x, kernel, bias) in one dtype, as flax."""
-    kh, kw = _pair(self.kernel_size)
+  def _params(self, x: jax.Array, kernel_hw: tuple[int, int]):
+    """Creates the params for input x [B, H, W, in] and kernel_hw (from _kernel_and_strides)
+    -> (x, kernel, bias) in one dtype, as flax."""
+    kh, kw = kernel_hw
     if self.padding != "SAME":
       raise ValueError(f"only padding='SAME' is supported, got {self.padding!r}")
     kernel = self.param("kernel", self.kernel_init, (kh, kw, x.shape[-1], self.features),
@@ -128,7 +129,7 @@ class PatchConv(_SameConv):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     (kh, kw), (sh, sw) = self._kernel_and_strides()
-    x, kernel, bias = self._params(x)
+    x, kernel, bias = self._params(x, (kh, kw))
     pads = (same_pads(x.shape[1], kh, sh), same_pads(x.shape[2], kw, sw))
     y = conv_as_matmul(x, kernel, (sh, sw), pads)
     return y if bias is None else y + bias
@@ -302,7 +303,7 @@ class MatmulConvTranspose(_SameConv):
   def __call__(self, x: jax.Array) -> jax.Array:
     (kh, kw), strides = self._kernel_and_strides()
     batch, x = x.shape[:-3], x.reshape((-1,) + x.shape[-3:])
-    x, kernel, bias = self._params(x)
+    x, kernel, bias = self._params(x, (kh, kw))
     if bias is None:
       bias = jnp.zeros((self.features,), kernel.dtype)
     narrow = kh * kw * self.features <= NARROW_TAP_COLUMNS
