@@ -128,9 +128,13 @@ def load_data_everywhere(config: Config) -> Data:
   return data
 
 
+# Draws the figures of a milestone, (state, epoch) -> their folder (report.write_milestone
+# with the run's model, config, data, metrics history, workdir and mesh).
+DrawFigures = Callable[[steps.TrainState, int], str]
+
+
 def redraw_unfinished_figures(manager: checkpoints.RunCheckpoints, state: steps.TrainState,
-                              model, config: Config, data: Data, history: list[dict],
-                              workdir: str, mesh, log: Callable[[str], None]) -> None:
+                              draw: DrawFigures, workdir: str, log: Callable[[str], None]) -> None:
   """Draws the figures of each saved milestone up to the restored epoch that has none
   (the run was stopped while drawing them)."""
   unfinished = [epoch for epoch in manager.milestone_epochs() if epoch <= int(state.epoch)
@@ -138,17 +142,15 @@ def redraw_unfinished_figures(manager: checkpoints.RunCheckpoints, state: steps.
   hosts.wait_for_all("figures listed")  # every process draws the same ones
   for epoch in unfinished:
     milestone = state if epoch == int(state.epoch) else manager.restore_milestone(epoch, state)
-    out = report.write_milestone(milestone, model, config, data, history, workdir, epoch, mesh)
-    log(f"milestone {epoch}: figures drawn in {out} (the run had stopped before they were)")
+    log(f"milestone {epoch}: figures drawn in {draw(milestone, epoch)} (the run had stopped "
+        "before they were)")
 
 
-def save_milestone(manager: checkpoints.RunCheckpoints, state: steps.TrainState, model,
-                   config: Config, data: Data, history: list[dict], workdir: str, epoch: int,
-                   mesh, log: Callable[[str], None]) -> None:
+def save_milestone(manager: checkpoints.RunCheckpoints, state: steps.TrainState, epoch: int,
+                   draw: DrawFigures, log: Callable[[str], None]) -> None:
   """The milestone checkpoint of epoch and its figures."""
   manager.save_milestone(epoch, state)
-  out = report.write_milestone(state, model, config, data, history, workdir, epoch, mesh)
-  log(f"milestone {epoch}: checkpoint saved, figures in {out}")
+  log(f"milestone {epoch}: checkpoint saved, figures in {draw(state, epoch)}")
 
 
 def train_and_evaluate(config: Config, workdir: str, overwrite: bool = False,
@@ -183,8 +185,12 @@ def train_and_evaluate(config: Config, workdir: str, overwrite: bool = False,
   fresh = parallel.put_replicated(steps.init_state(model, tx, config.seed), mesh)
   state = manager.restore_newest(fresh) or fresh
   start = int(state.epoch)
-  history = workdir_lib.truncate_metrics(workdir, start, write=writer)
-  redraw_unfinished_figures(manager, state, model, config, data, history, workdir, mesh, log)
+  history = workdir_lib.truncate_metrics(workdir, start, write=writer)  # appended to below
+
+  def draw(state: steps.TrainState, epoch: int) -> str:
+    return report.write_milestone(state, model, config, data, history, workdir, epoch, mesh)
+
+  redraw_unfinished_figures(manager, state, draw, workdir, log)
   finished = start == config.epochs
   # Stopped there (Ctrl-C), and now the run's last epoch: it gets the last milestone.
   lacks_last_milestone = finished and start not in manager.milestone_epochs()
@@ -192,7 +198,7 @@ def train_and_evaluate(config: Config, workdir: str, overwrite: bool = False,
     config_lib.save(config, workdir, resumed=(start, changed) if start and changed else None)
   if finished:
     if lacks_last_milestone:
-      save_milestone(manager, state, model, config, data, history, workdir, start, mesh, log)
+      save_milestone(manager, state, start, draw, log)
     manager.close()
     log(f"{workdir} is already trained for {start} epochs; pass a larger --epochs to go on")
     return state
@@ -217,7 +223,7 @@ def train_and_evaluate(config: Config, workdir: str, overwrite: bool = False,
         log(progress_line(row, config.epochs, seconds_per_epoch * (config.epochs - epoch)))
         milestone = epoch in config.milestone_epochs
         if milestone:
-          save_milestone(manager, state, model, config, data, history, workdir, epoch, mesh, log)
+          save_milestone(manager, state, epoch, draw, log)
         # Asked once the milestone is saved (a Ctrl-C while it was drawn counts), and of
         # every process: all stop after the same epoch.
         stop = hosts.any_process(stop_requested())
