@@ -74,6 +74,14 @@ def test_kernel_timing_script_times_every_form_of_a_layer(transposed):
   assert all(ms > 0 and gflops > 0 for _, ms, gflops in rows)
 
 
+def test_backward_products_native_input_gradient_is_the_transposed_convolutions():
+  """experiments/backward_products.py times the input gradient of ConvTranspose 32 as one
+  strided convolution; it must be the gradient jax.vjp gives (ConvTranspose 32's shapes)."""
+  sys.path.insert(0, os.path.join(REPO, "experiments"))
+  from backward_products import check_native_input_gradient
+  assert check_native_input_gradient() < 1e-4
+
+
 def test_benchmark_summary_ratios_use_timed_epochs_only():
   """experiments/benchmark_summary.py: Keras and PyTorch list an untimed first epoch."""
   sys.path.insert(0, os.path.join(REPO, "experiments"))
