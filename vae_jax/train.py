@@ -187,8 +187,9 @@ def train_and_evaluate(config: Config, workdir: str, overwrite: bool = False,
   start = int(state.epoch)
   history = workdir_lib.truncate_metrics(workdir, start, write=writer)  # appended to below
 
-  def draw(state: steps.TrainState, epoch: int) -> str:
-    return report.write_milestone(state, model, config, data, history, workdir, epoch, mesh)
+  def draw(milestone_state: steps.TrainState, epoch: int) -> str:
+    return report.write_milestone(milestone_state, model, config, data, history, workdir, epoch,
+                                  mesh)
 
   redraw_unfinished_figures(manager, state, draw, workdir, log)
   finished = start == config.epochs
