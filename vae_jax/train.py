@@ -142,15 +142,16 @@ def redraw_unfinished_figures(manager: checkpoints.RunCheckpoints, state: steps.
   hosts.wait_for_all("figures listed")  # every process draws the same ones
   for epoch in unfinished:
     milestone = state if epoch == int(state.epoch) else manager.restore_milestone(epoch, state)
-    log(f"milestone {epoch}: figures drawn in {draw(milestone, epoch)} (the run had stopped "
-        "before they were)")
+    folder = draw(milestone, epoch)  # on every process, whether or not it logs
+    log(f"milestone {epoch}: figures drawn in {folder} (the run had stopped before they were)")
 
 
 def save_milestone(manager: checkpoints.RunCheckpoints, state: steps.TrainState, epoch: int,
                    draw: DrawFigures, log: Callable[[str], None]) -> None:
   """The milestone checkpoint of epoch and its figures."""
   manager.save_milestone(epoch, state)
-  log(f"milestone {epoch}: checkpoint saved, figures in {draw(state, epoch)}")
+  folder = draw(state, epoch)  # on every process, whether or not it logs
+  log(f"milestone {epoch}: checkpoint saved, figures in {folder}")
 
 
 def train_and_evaluate(config: Config, workdir: str, overwrite: bool = False,
