@@ -3,12 +3,31 @@
 import os
 import sys
 
-import pytest
+# On a GPU, XLA times several convolution algorithms and takes the fastest, so two
+# programs holding the same convolution (the whole-epoch scan and a per-step jit) can round
+# differently. Deterministic ops make the choice fixed; the option is GPU-only, so on CPU
+# (CI) it changes nothing. Set before JAX starts its backend, which reads XLA_FLAGS once.
+os.environ["XLA_FLAGS"] = " ".join(
+    filter(None, (os.environ.get("XLA_FLAGS"), "--xla_gpu_deterministic_ops=true")))
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # so that plain `pytest` finds vae_jax too
 SHARED_DATA = os.environ.get("VAE_JAX_SHARED_DATA",
                              os.path.join(os.path.dirname(REPO), "shared", "data"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def float32_products_on_accelerators():
+  """The tests check math to float32 tolerances. On a GPU, JAX lets float32 matrix
+  products and convolutions run in TF32 (10-bit mantissas, relative errors near 1e-3),
+  so there the tests ask for full float32 ("highest"). CPUs compute float32 products in
+  float32 either way, so on CPU (CI) nothing changes."""
+  if jax.default_backend() != "cpu":
+    jax.config.update("jax_default_matmul_precision", "highest")
+  yield
 
 
 @pytest.fixture(scope="session")
