@@ -18,9 +18,18 @@ import json
 import sys
 
 
+FRAMEWORKS = ("jax", "keras", "keras+xla", "keras/jax", "pytorch", "pytorch+compile")
+
+
 def framework_name(line: dict) -> str:
+  """One of FRAMEWORKS: Keras by backend (TensorFlow with or without XLA, or JAX), PyTorch
+  eager or compiled."""
+  if line["framework"] == "pytorch":
+    return "pytorch+compile" if line.get("compiled") else "pytorch"
   if line["framework"] != "keras":
     return line["framework"]
+  if line["backend"].startswith("jax"):
+    return "keras/jax"
   return "keras+xla" if "jit_compile=True" in line["backend"] else "keras"
 
 
@@ -51,7 +60,7 @@ def table(lines: list[dict]) -> str:
     if (arch, "jax") not in found:
       continue
     _, jax_mean, jax_best = found[(arch, "jax")]
-    for name in ("jax", "keras", "keras+xla", "pytorch"):
+    for name in FRAMEWORKS:
       if (arch, name) in found:
         runs, mean, best = found[(arch, name)]
         rows.append(f"| {arch} | {name} | {runs} | {mean:,.0f} | {best:,.0f} | "

@@ -2,6 +2,7 @@
 and every entry point can share one process with the others."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -93,8 +94,30 @@ def test_benchmark_summary_ratios_use_timed_epochs_only():
        "images_per_sec": 500.0, "epoch_seconds": [60.0, 4.0, 4.0]},
       {"framework": "pytorch", "arch": "mlp", "images_per_sec": 200.0,
        "epoch_seconds": [1.0, 5.0, 15.0]},
+      {"framework": "keras", "backend": "jax NVIDIA H100 80GB HBM3, jit_compile=True",
+       "arch": "mlp", "images_per_sec": 1000.0, "epoch_seconds": [9.0, 2.0, 2.0]},
+      {"framework": "pytorch", "compiled": True, "arch": "mlp", "images_per_sec": 250.0,
+       "epoch_seconds": [30.0, 8.0, 8.0]},
   ]
   found = speeds(lines)
   assert found[("mlp", "jax")] == pytest.approx((2, 1400.0, 2000.0))
   assert found[("mlp", "keras+xla")] == pytest.approx((1, 500.0, 500.0))
   assert found[("mlp", "pytorch")] == pytest.approx((1, 200.0, 400.0))  # not the untimed 1 s
+  assert found[("mlp", "keras/jax")] == pytest.approx((1, 1000.0, 1000.0))
+  assert found[("mlp", "pytorch+compile")] == pytest.approx((1, 250.0, 250.0))
+
+
+def test_keras_script_trains_on_the_jax_backend(tmp_path, mnist_dir):
+  """experiments/compare/keras_vae.py with KERAS_BACKEND=jax (its GPU opponent in
+  experiments/benchmark.md): its JAX train step lowers the loss."""
+  result = subprocess.run(
+      [sys.executable, os.path.join(REPO, "experiments", "compare", "keras_vae.py"),
+       "--epochs=3", "--train_examples=1024", "--jit_compile=true", "--steps_per_execution=2",
+       f"--manual_dir={mnist_dir}"],
+      capture_output=True, text=True, timeout=300,
+      env=dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu"))
+  assert result.returncode == 0, result.stderr[-2000:]
+  line = json.loads(result.stdout.strip().splitlines()[-1])
+  assert line["backend"] == "jax cpu, jit_compile=True" and "tensorflow" not in line["versions"]
+  losses = line["epoch_losses"]
+  assert all(math.isfinite(x) for x in losses) and losses[-1] < losses[0] - 20

@@ -3,6 +3,8 @@
     .venv/bin/python experiments/compare/interleaved.py --arch=conv --rounds=5
     .venv/bin/python experiments/compare/interleaved.py --arch=mlp --rounds=10 \
         --opponents=keras,pytorch --jit_compile=true
+    KERAS_BACKEND=jax .venv/bin/python experiments/compare/interleaved.py --arch=mlp \
+        --jit_compile=true      # Keras on its JAX backend rather than TensorFlow
 
 On a shared VM the speed of the same program varies by 10-20% from minute to minute
 (and single epochs sometimes take twice as long), so frameworks timed one after the
@@ -24,7 +26,7 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, _HERE)
 sys.path.insert(0, os.path.dirname(os.path.dirname(_HERE)))
 
-import keras_vae  # noqa: E402  (sets KERAS_BACKEND before keras is imported)
+import keras_vae  # noqa: E402  (KERAS_BACKEND is tensorflow unless set)
 
 
 def parse_args():
@@ -101,7 +103,8 @@ def main():
       seconds[name].append(runs[name]())
       print(f"round {round_ + 1} {name}: {images / seconds[name][-1]:,.0f} images/s",
             file=sys.stderr)
-  result = {"arch": args.arch, "images_per_epoch": images, "keras_jit_compile": args.jit_compile}
+  result = {"arch": args.arch, "images_per_epoch": images, "keras_jit_compile": args.jit_compile,
+            "keras_backend": keras_vae.keras.backend.backend()}
   result.update({f"{name}_epoch_seconds": [round(s, 3) for s in seconds[name]] for name in names})
   for name in opponents:
     result[f"jax_over_{name}_median"] = round(

@@ -1,7 +1,11 @@
-"""Keras 3 (TensorFlow backend) MNIST VAE training benchmark matching the vae_jax networks."""
+"""Keras 3 MNIST VAE training benchmark matching the vae_jax networks.
+
+The backend is TensorFlow unless KERAS_BACKEND=jax is set (on a GPU machine without
+TensorFlow, say); each backend has its own custom train step.
+"""
 import os
 
-os.environ["KERAS_BACKEND"] = "tensorflow"
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import argparse  # noqa: E402
 import json  # noqa: E402
@@ -12,7 +16,14 @@ import time  # noqa: E402
 import keras  # noqa: E402
 from keras import layers, ops  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+
+if keras.backend.backend() == "tensorflow":
+  import tensorflow as tf
+elif keras.backend.backend() == "jax":
+  import jax
+  import jax.numpy as jnp
+else:
+  sys.exit(f"KERAS_BACKEND={keras.backend.backend()}: only tensorflow and jax have a train step here")
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from mnist_files import load_mnist  # noqa: E402
@@ -32,6 +43,8 @@ def parse_args():
   p.add_argument("--jit_compile", choices=["true", "false"], default="false",
                  help="XLA-compile the train step (it is a tf.function either way)")
   p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--steps_per_execution", type=int, default=1,
+                 help="train steps per compiled call (Keras's compile() option)")
   return p.parse_args()
 
 
@@ -106,6 +119,33 @@ class VAE(keras.Model):
     return {"loss": self.loss_tracker.result()}
 
 
+class JaxVAE(VAE):
+  """The same VAE for Keras's JAX backend, whose train step is a pure function of the
+  model's variables (as in Keras's guide to customizing fit() with JAX)."""
+
+  def call(self, x, training=False):
+    mean, logvar, z = self.encoder(x, training=training)
+    return mean, logvar, self.decoder(z, training=training)
+
+  def loss_and_updates(self, trainable, non_trainable, x):
+    (mean, logvar, logits), non_trainable = self.stateless_call(
+        trainable, non_trainable, x, training=True)  # non_trainable: the sampler's seed
+    bce = jnp.sum(jnp.maximum(logits, 0) - logits * x + jnp.log1p(jnp.exp(-jnp.abs(logits))),
+                  axis=(1, 2, 3))
+    kl = 0.5 * jnp.sum(jnp.exp(logvar) + jnp.square(mean) - 1.0 - logvar, axis=1)
+    return jnp.mean(bce + kl), non_trainable
+
+  def train_step(self, state, data):
+    trainable, non_trainable, optimizer_vars, metric_vars = state
+    x = keras.utils.unpack_x_y_sample_weight(data)[0]
+    (loss, non_trainable), grads = jax.value_and_grad(self.loss_and_updates, has_aux=True)(
+        trainable, non_trainable, x)
+    trainable, optimizer_vars = self.optimizer.stateless_apply(optimizer_vars, grads, trainable)
+    metric_vars = self.loss_tracker.stateless_update_state(metric_vars, loss)
+    logs = {"loss": self.loss_tracker.stateless_result(metric_vars)}
+    return logs, (trainable, non_trainable, optimizer_vars, metric_vars)
+
+
 class EpochTimer(keras.callbacks.Callback):
 
   def __init__(self):
@@ -128,11 +168,23 @@ def training_inputs(images, batch_size):
   return (images[:whole].astype(np.float32) / 255.0)[..., None]
 
 
-def make_vae(arch, latent_dim, seed, jit_compile):
+def make_vae(arch, latent_dim, seed, jit_compile, steps_per_execution=1):
   """The VAE, compiled with Adam (learning rate 1e-3)."""
-  model = VAE(make_encoder(arch, latent_dim, seed), make_decoder(arch, latent_dim))
-  model.compile(optimizer=keras.optimizers.Adam(learning_rate=1e-3), jit_compile=jit_compile)
+  vae_class = JaxVAE if keras.backend.backend() == "jax" else VAE
+  model = vae_class(make_encoder(arch, latent_dim, seed), make_decoder(arch, latent_dim))
+  model.compile(optimizer=keras.optimizers.Adam(learning_rate=1e-3), jit_compile=jit_compile,
+                steps_per_execution=steps_per_execution)
   return model
+
+
+def device():
+  if keras.backend.backend() == "jax":
+    return jax.devices()[0].device_kind
+  return "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
+
+
+def backend_version():
+  return (jax if keras.backend.backend() == "jax" else tf).__version__
 
 
 def main():
@@ -141,7 +193,8 @@ def main():
   images, _ = load_mnist(args.manual_dir)
   x = training_inputs(images[:args.train_examples], args.batch_size)
   steps = len(x) // args.batch_size
-  model = make_vae(args.arch, args.latent_dim, args.seed, args.jit_compile == "true")
+  model = make_vae(args.arch, args.latent_dim, args.seed, args.jit_compile == "true",
+                   args.steps_per_execution)
   timer = EpochTimer()
   model.fit(x, batch_size=args.batch_size, epochs=args.epochs, shuffle=True, verbose=0, callbacks=[timer])
   timed = timer.seconds[1:] or timer.seconds  # epoch 1 is warm-up (tracing + XLA compile)
@@ -150,9 +203,10 @@ def main():
       "latent_dim": args.latent_dim,
       "images_per_sec": steps * args.batch_size * len(timed) / sum(timed),
       "epoch_seconds": timer.seconds, "epoch_losses": timer.losses, "final_loss": timer.losses[-1],
-      "backend": f"{keras.backend.backend()} cpu, jit_compile={model.jit_compile}",
-      "versions": {"keras": keras.__version__, "tensorflow": tf.__version__, "numpy": np.__version__,
-                   "python": platform.python_version()},
+      "backend": f"{keras.backend.backend()} {device()}, jit_compile={model.jit_compile}",
+      "steps_per_execution": args.steps_per_execution,
+      "versions": {"keras": keras.__version__, keras.backend.backend(): backend_version(),
+                   "numpy": np.__version__, "python": platform.python_version()},
   }))
 
 
