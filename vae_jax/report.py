@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import tempfile
@@ -42,22 +43,28 @@ def encode_means(state, model: nn.Module, images_u8, labels, batch_size: int,
   labels [N] are read by a conditional model only (its means code the style).
   """
   sharding = None if mesh is None else parallel.batch_sharded(mesh)
+  return np.asarray(_encode_all(state.params, images_u8, labels, model, batch_size, sharding))
 
-  @jax.jit
-  def encode_all(params, images_u8, labels):
-    def encode(batch, _):
-      images, batch_labels = batch
-      return model.apply({"params": params}, to_float(images), batch_labels, method="encode")[0]
-    return steps.map_batches(encode, (images_u8, labels), batch_size, sharding)
 
-  return np.asarray(encode_all(state.params, images_u8, labels))
+# Compiled once per model and shapes, and reused at every milestone of a run (a function
+# jitted inside encode_means or decode_probs would be compiled anew at each call).
+@functools.partial(jax.jit, static_argnums=(3, 4, 5))
+def _encode_all(params, images_u8, labels, model: nn.Module, batch_size: int, sharding):
+  def encode(batch, _):
+    images, batch_labels = batch
+    return model.apply({"params": params}, to_float(images), batch_labels, method="encode")[0]
+  return steps.map_batches(encode, (images_u8, labels), batch_size, sharding)
+
+
+@functools.partial(jax.jit, static_argnums=3)
+def _decode_logits(params, z, labels, model: nn.Module):
+  return model.apply({"params": params}, z, labels, method="decode")
 
 
 def decode_probs(params, model: nn.Module, z, labels=None) -> np.ndarray:
   """Bernoulli means [N, 28, 28] of codes z [N, D] (and labels [N] or [N, C] for a
   conditional model), in one compiled call."""
-  decode = jax.jit(lambda p, z, y: model.apply({"params": p}, z, y, method="decode"))
-  return sigmoid(decode(params, z, labels))[..., 0]
+  return sigmoid(_decode_logits(params, z, labels, model))[..., 0]
 
 
 def class_rows(num_classes: int, num_columns: int) -> np.ndarray:
