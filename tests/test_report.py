@@ -225,3 +225,21 @@ def test_the_scatter_paints_each_point_in_its_own_labels_colour(tmp_path, monkey
   assert sorted(index) == list(range(300)) and list(index) != list(range(300))  # shuffled
   np.testing.assert_array_equal(painted["c"], plt.get_cmap("tab10")(labels[index]))
   assert (tmp_path / "scatter.png").stat().st_size > 0
+
+
+def test_the_report_compiles_its_encoder_and_decoder_once_per_model_and_shape():
+  """Each milestone of a run encodes and decodes the same shapes with new parameters: the
+  compiled functions are reused (as at every milestone after the first), and are right
+  for the new parameters."""
+  model = models.make_model("vae", "mlp", 2)
+  split = figure_data(48).val
+  z = np.linspace(-1, 1, 20, dtype=np.float32).reshape(10, 2)
+  sizes = []
+  for seed in (3, 4):  # two milestones: the same shapes, other parameters
+    state = steps.init_state(model, optax.adam(1e-3), seed=seed)
+    means = report.encode_means(state, model, split.images, split.labels, batch_size=16)
+    probs = report.decode_probs(state.params, model, z)
+    np.testing.assert_allclose(means, encoded_means(state, model, split), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(probs, decoded(state, model, z), rtol=1e-5, atol=1e-6)
+    sizes.append((report._encode_all._cache_size(), report._decode_logits._cache_size()))
+  assert sizes[1] == sizes[0]
