@@ -9,9 +9,7 @@
 #   4. the tests that need no dataset, on the GPU (the conv layers are nn.Conv there).
 #
 # Usage: experiments/gpu/benchmark_gpu.sh OUT DATA
-#   DATA holds mnist.npz (saved_splits.py save) and mnist/ (the four official files);
-#   DATA/whl, if there, holds the pinned flax/optax/orbax wheels, installed only if the
-#   machine's own versions fail to run the benchmark.
+#   DATA holds mnist.npz (saved_splits.py save) and mnist/ (the four official files).
 set -u
 out=$1
 data=$2
@@ -27,13 +25,6 @@ section machine
 print("python", platform.python_version(), "jax", jax.__version__, "jaxlib", jaxlib.__version__,
       "flax", flax.__version__, "optax", optax.__version__, "orbax", ocp.__version__,
       "torch", torch.__version__, jax.devices())'; } 2>&1 | tee "$out/machine.txt"
-
-if ! $py -m vae_jax.benchmark --epochs=1 --train_examples=1280 >/dev/null 2>/tmp/first_try.txt; then
-  section "the machine's flax/optax/orbax failed; installing the pinned ones"
-  tail -3 /tmp/first_try.txt
-  $py -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "$data"/whl/*.whl
-  export PYTHONPATH=/tmp/site
-fi
 
 section "1. vae_jax.benchmark"
 for arch in mlp conv; do
