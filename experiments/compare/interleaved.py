@@ -104,7 +104,7 @@ def main():
       print(f"round {round_ + 1} {name}: {images / seconds[name][-1]:,.0f} images/s",
             file=sys.stderr)
   result = {"arch": args.arch, "images_per_epoch": images, "keras_jit_compile": args.jit_compile,
-            "keras_backend": keras_vae.keras.backend.backend()}
+            "keras_backend": keras_vae.BACKEND}
   result.update({f"{name}_epoch_seconds": [round(s, 3) for s in seconds[name]] for name in names})
   for name in opponents:
     result[f"jax_over_{name}_median"] = round(

@@ -17,13 +17,14 @@ import keras  # noqa: E402
 from keras import layers, ops  # noqa: E402
 import numpy as np  # noqa: E402
 
-if keras.backend.backend() == "tensorflow":
+BACKEND = keras.backend.backend()
+if BACKEND == "tensorflow":
   import tensorflow as tf
-elif keras.backend.backend() == "jax":
+elif BACKEND == "jax":
   import jax
   import jax.numpy as jnp
 else:
-  sys.exit(f"KERAS_BACKEND={keras.backend.backend()}: only tensorflow and jax have a train step here")
+  sys.exit(f"KERAS_BACKEND={BACKEND}: only tensorflow and jax have a train step here")
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from mnist_files import load_mnist  # noqa: E402
@@ -170,7 +171,7 @@ def training_inputs(images, batch_size):
 
 def make_vae(arch, latent_dim, seed, jit_compile, steps_per_execution=1):
   """The VAE, compiled with Adam (learning rate 1e-3)."""
-  vae_class = JaxVAE if keras.backend.backend() == "jax" else VAE
+  vae_class = JaxVAE if BACKEND == "jax" else VAE
   model = vae_class(make_encoder(arch, latent_dim, seed), make_decoder(arch, latent_dim))
   model.compile(optimizer=keras.optimizers.Adam(learning_rate=1e-3), jit_compile=jit_compile,
                 steps_per_execution=steps_per_execution)
@@ -178,13 +179,13 @@ def make_vae(arch, latent_dim, seed, jit_compile, steps_per_execution=1):
 
 
 def device():
-  if keras.backend.backend() == "jax":
+  if BACKEND == "jax":
     return jax.devices()[0].device_kind
   return "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
 
 
 def backend_version():
-  return (jax if keras.backend.backend() == "jax" else tf).__version__
+  return (jax if BACKEND == "jax" else tf).__version__
 
 
 def main():
@@ -203,9 +204,9 @@ def main():
       "latent_dim": args.latent_dim,
       "images_per_sec": steps * args.batch_size * len(timed) / sum(timed),
       "epoch_seconds": timer.seconds, "epoch_losses": timer.losses, "final_loss": timer.losses[-1],
-      "backend": f"{keras.backend.backend()} {device()}, jit_compile={model.jit_compile}",
+      "backend": f"{BACKEND} {device()}, jit_compile={model.jit_compile}",
       "steps_per_execution": args.steps_per_execution,
-      "versions": {"keras": keras.__version__, keras.backend.backend(): backend_version(),
+      "versions": {"keras": keras.__version__, BACKEND: backend_version(),
                    "numpy": np.__version__, "python": platform.python_version()},
   }))
 
