@@ -43,6 +43,32 @@ def test_manifold_axes_are_the_central_gaussian_quantiles():
   np.testing.assert_allclose(gx, gy)
 
 
+def test_manifold_ticks_label_each_cell_with_the_value_it_decodes():
+  """Cell k of the grid, centred at k on its axis, decodes gx[k]; a tick of value v sits
+  where v falls among the cells, i.e. at side * Phi(v) - 1/2 for the standard prior."""
+  side = report.MANIFOLD_SIDE
+  prior = report.LatentPrior(np.zeros(2), np.eye(2), "N(0, I)")
+  xticks, yticks = report.manifold_ticks(prior)
+  np.testing.assert_array_equal(xticks.values, [-1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5])
+  phi_1 = 0.8413447460685429  # the standard normal CDF at 1
+  expected = {0.0: (side - 1) / 2, 1.0: side * phi_1 - 0.5, -1.0: side * (1 - phi_1) - 0.5}
+  for v, position in expected.items():
+    np.testing.assert_allclose(xticks.positions[xticks.values == v], [position], rtol=1e-12)
+  np.testing.assert_array_equal(yticks.positions, xticks.positions)
+
+  # A fitted prior, correlated and off centre: each axis at its own marginal.
+  prior = report.LatentPrior(np.array([1.0, -2.0]), np.array([[2.0, 0.0], [1.5, 0.5]]), "fit")
+  gx, gy = report.manifold_axes(prior)
+  sd = report.marginal_sd(prior)
+  np.testing.assert_allclose(sd, [2.0, np.sqrt(2.5)])
+  for axis, (values, ticks) in enumerate(zip((gx, gy), report.manifold_ticks(prior))):
+    centres = report.quantile_positions(values, prior.mean[axis], sd[axis], side)
+    np.testing.assert_allclose(centres, np.arange(side), atol=1e-9)
+    assert len(ticks.values) >= 5 and np.all(np.diff(ticks.positions) > 0)
+    cell = np.floor(ticks.positions).astype(int)  # each tick lies between the two cells
+    assert np.all(values[cell] <= ticks.values) and np.all(ticks.values <= values[cell + 1])
+
+
 def test_scatter_uses_principal_components_above_two_dimensions():
   rng = np.random.default_rng(2)
   means = rng.normal(size=(1000, 5)) * np.array([5.0, 0.1, 3.0, 0.1, 0.1])
@@ -121,7 +147,8 @@ def capture_figures(monkeypatch) -> dict:
   for name in ("image_grid", "reconstructions", "latent_scatter", "latent_manifold",
                "latent_manifold_panels", "loss_curves"):
     def record(*args, _name=name, **kwargs):  # image_grid draws several: keyed by file
-      drawn[os.path.basename(args[1]) if _name == "image_grid" else _name] = args
+      key = os.path.basename(args[1]) if _name == "image_grid" else _name
+      drawn[key] = args + tuple(kwargs.values())  # keyword arguments after the positional
     monkeypatch.setattr(plots, name, record)
   return drawn
 
@@ -167,16 +194,21 @@ def test_figures_show_the_images_codes_labels_and_epochs_they_name(tmp_path, mon
                              atol=1e-6)
 
   # The manifold: column j at gx[j], row i at gy[side - 1 - i] (row 0 is the highest z[1]).
-  grid, extent = drawn["latent_manifold"][:2]
-  gx, gy = report.manifold_axes(report.latent_prior(model, None, 2))
-  assert extent == (gx[0], gx[-1], gy[0], gy[-1])
+  grid, ticks = drawn["latent_manifold"][:2]
+  prior = report.latent_prior(model, None, 2)
+  gx, gy = report.manifold_axes(prior)
+  for drawn_axis, axis in zip(ticks, report.manifold_ticks(prior)):
+    np.testing.assert_array_equal(drawn_axis.positions, axis.positions)
+    np.testing.assert_array_equal(drawn_axis.values, axis.values)
   side = report.MANIFOLD_SIDE
   for i, j in ((0, 0), (0, side - 1), (side - 1, 3), (5, 11)):
     np.testing.assert_allclose(grid[i, j], decoded(state, model, [[gx[j], gy[side - 1 - i]]])[0],
                                atol=1e-6)
 
-  # The scatter: the means coloured by their own labels; the loss curves: epochs 1..2.
+  # The scatter: the means coloured by their own labels, the box at the grid's outer cells;
+  # the loss curves: epochs 1..2.
   coords, labels = drawn["latent_scatter"][:2]
+  assert drawn["latent_scatter"][-1] == (gx[0], gx[-1], gy[0], gy[-1])
   np.testing.assert_array_equal(labels, data.val.labels)
   np.testing.assert_allclose(coords, means, rtol=1e-5, atol=1e-6)
   assert [row["epoch"] for row in drawn["loss_curves"][0]] == [1, 2]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 import matplotlib
 
@@ -12,6 +12,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 DPI = 110
+# A manifold axis: cells of equal prior mass, so its scale is stretched near the mean.
+QUANTILE_AXIS = "{} (quantile scale)"
 
 
 def tile(images: np.ndarray, gap: int = 0) -> np.ndarray:
@@ -85,31 +87,43 @@ def latent_scatter(coords: np.ndarray, labels: np.ndarray, class_names: Sequence
   _save(fig, path)
 
 
-def _show_grid(ax, images: np.ndarray, extent: tuple[float, float, float, float]) -> None:
-  """Tiles images [rows, cols, 28, 28] on ax so that each cell is centred on its z value:
-  extent (x0, x1, y0, y1) holds the outer cells' centres, widened by half a cell."""
+class Ticks(NamedTuple):
+  """Labelled ticks of an axis: values shown at positions in the axis's own units."""
+  positions: np.ndarray
+  values: np.ndarray
+
+
+def round_values_within(lo: float, hi: float, most: int = 9) -> np.ndarray:
+  """Up to `most` round numbers (steps of 1, 2, 2.5 or 5 times a power of 10) in [lo, hi]."""
+  values = matplotlib.ticker.MaxNLocator(nbins=most - 1, steps=[1, 2, 2.5, 5, 10]).tick_values(lo, hi)
+  values = np.round(values, 12) + 0.0  # no -0 and no 1e-17 for zero
+  return values[(values >= lo) & (values <= hi)]
+
+
+def _show_grid(ax, images: np.ndarray, xticks: Ticks, yticks: Ticks) -> None:
+  """Tiles images [rows, cols, 28, 28] on ax, one unit per cell (column j centred at x = j,
+  row i at y = rows - 1 - i), with the ticks' values at their positions in cells."""
   rows, cols = images.shape[:2]
-  x0, x1, y0, y1 = extent
-  half_x, half_y = (x1 - x0) / (cols - 1) / 2, (y1 - y0) / (rows - 1) / 2
   ax.imshow(tile(images), cmap="gray", vmin=0.0, vmax=1.0, aspect="auto",
-            extent=(x0 - half_x, x1 + half_x, y0 - half_y, y1 + half_y))
+            extent=(-0.5, cols - 0.5, -0.5, rows - 0.5))
+  ax.set_xticks(xticks.positions, [f"{v:g}" for v in xticks.values])
+  ax.set_yticks(yticks.positions, [f"{v:g}" for v in yticks.values])
 
 
-def latent_manifold(images: np.ndarray, extent: tuple[float, float, float, float],
-                    path: str, title: str) -> None:
+def latent_manifold(images: np.ndarray, ticks: tuple[Ticks, Ticks], path: str, title: str) -> None:
   """images: [rows, cols, 28, 28] decoded on a grid; row 0 is the highest z[1], as on the axes.
 
-  extent: (x0, x1, y0, y1) of the cell centres in latent units, so ticks read as z values.
+  ticks: the z[0] and z[1] values to label, at their positions in cells.
   """
   fig, ax = plt.subplots(figsize=(8, 8))
-  _show_grid(ax, images, extent)
-  ax.set_xlabel("z[0]")
-  ax.set_ylabel("z[1]")
+  _show_grid(ax, images, *ticks)
+  ax.set_xlabel(QUANTILE_AXIS.format("z[0]"))
+  ax.set_ylabel(QUANTILE_AXIS.format("z[1]"))
   ax.set_title(title, fontsize=10)
   _save(fig, path)
 
 
-def latent_manifold_panels(grids: np.ndarray, extent: tuple[float, float, float, float],
+def latent_manifold_panels(grids: np.ndarray, ticks: tuple[Ticks, Ticks],
                            names: Sequence[str], path: str, title: str, columns: int = 5) -> None:
   """grids: [K, rows, cols, 28, 28], one decoded latent grid per label (named by names).
 
@@ -123,12 +137,12 @@ def latent_manifold_panels(grids: np.ndarray, extent: tuple[float, float, float,
     if k >= panels:
       ax.axis("off")
       continue
-    _show_grid(ax, grids[k], extent)
+    _show_grid(ax, grids[k], *ticks)
     ax.set_title(f"label: {names[k]}", fontsize=9)
   for ax in axes[-1]:
-    ax.set_xlabel("z[0]")
+    ax.set_xlabel(QUANTILE_AXIS.format("z[0]"))
   for ax in axes[:, 0]:
-    ax.set_ylabel("z[1]")
+    ax.set_ylabel(QUANTILE_AXIS.format("z[1]"))
   fig.suptitle(title, fontsize=10)
   fig.tight_layout()
   _save(fig, path)

@@ -132,11 +132,36 @@ def manifold_quantiles(side: int = MANIFOLD_SIDE) -> np.ndarray:
   return (np.arange(side) + 0.5) / side
 
 
+def marginal_sd(prior: LatentPrior) -> np.ndarray:
+  """[D] standard deviations of the prior's marginals: the row norms of chol."""
+  return np.sqrt(np.sum(prior.chol ** 2, axis=1))
+
+
 def manifold_axes(prior: LatentPrior, side: int = MANIFOLD_SIDE) -> tuple[np.ndarray, np.ndarray]:
   """Grid values along z[0] and z[1] at the prior's marginal quantiles."""
   q = stats.norm.ppf(manifold_quantiles(side))
-  sd = np.sqrt(np.sum(prior.chol ** 2, axis=1))
+  sd = marginal_sd(prior)
   return prior.mean[0] + sd[0] * q, prior.mean[1] + sd[1] * q
+
+
+def quantile_positions(z: np.ndarray, mean: float, sd: float, side: int) -> np.ndarray:
+  """Where values z fall on a manifold axis measured in cells, cell k (centred at k)
+  decoding the quantile (k + 1/2) / side: side * Phi((z - mean) / sd) - 1/2."""
+  return side * stats.norm.cdf((np.asarray(z) - mean) / sd) - 0.5
+
+
+def manifold_ticks(prior: LatentPrior, side: int = MANIFOLD_SIDE,
+                   most: int = 9) -> tuple[plots.Ticks, plots.Ticks]:
+  """Up to `most` round latent values on each of the z[0] and z[1] axes of the manifold, at
+  their positions in cells: the cells are equal in prior mass, not in z, so the ticks are
+  unevenly spaced."""
+  sd = marginal_sd(prior)
+  ticks = []
+  for axis, values in enumerate(manifold_axes(prior, side)):
+    round_values = plots.round_values_within(values[0], values[-1], most)
+    ticks.append(plots.Ticks(quantile_positions(round_values, prior.mean[axis], sd[axis], side),
+                             round_values))
+  return ticks[0], ticks[1]
 
 
 def draw_codes(prior: LatentPrior, key: jax.Array, num: int) -> np.ndarray:
@@ -186,25 +211,26 @@ def draw_interpolation(state, model, config: Config, val_means, data, out: str, 
 
 
 def draw_manifold(state, model, config: Config, prior: LatentPrior, out: str, run: str):
-  """The decoded latent grid (z = 2 only); returns its extent for the scatter's box."""
+  """The decoded latent grid (z = 2 only); returns the range (x0, x1, y0, y1) of its cell
+  centres, for the scatter's box."""
   if config.latent_dim != 2:
     return None
   side = MANIFOLD_PANEL_SIDE if model.conditional else MANIFOLD_SIDE
   gx, gy = manifold_axes(prior, side)
   zz = np.stack(np.meshgrid(gx, gy[::-1]), axis=-1).reshape(-1, 2).astype(np.float32)
-  extent = (gx[0], gx[-1], gy[0], gy[-1])
+  ticks = manifold_ticks(prior, side, most=5 if model.conditional else 9)  # panels are small
   path = os.path.join(out, "latent_manifold.png")
   title = f"{run}: decoded latent grid at Gaussian quantiles ({prior.description})"
   if not model.conditional:
     grid = decode_probs(state.params, model, zz).reshape(side, side, 28, 28)
-    plots.latent_manifold(grid, extent, path, title)
-    return extent
-  names = CLASS_NAMES[config.dataset]
-  grids = decode_probs(state.params, model, np.tile(zz, (len(names), 1)),
-                       class_rows(len(names), len(zz)))
-  plots.latent_manifold_panels(grids.reshape(len(names), side, side, 28, 28), extent, names,
-                               path, f"{title}, one panel per label")
-  return extent
+    plots.latent_manifold(grid, ticks, path, title)
+  else:
+    names = CLASS_NAMES[config.dataset]
+    grids = decode_probs(state.params, model, np.tile(zz, (len(names), 1)),
+                         class_rows(len(names), len(zz)))
+    plots.latent_manifold_panels(grids.reshape(len(names), side, side, 28, 28), ticks, names,
+                                 path, f"{title}, one panel per label")
+  return (gx[0], gx[-1], gy[0], gy[-1])
 
 
 def write_milestone(state, model: nn.Module, config: Config, data, history: Sequence[dict],
