@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 
 import jax
 import numpy as np
@@ -95,6 +96,35 @@ def test_ctrl_c_stops_at_the_epoch_end_with_that_epoch_saved(tmp_path, tfds_dir,
   assert 2 <= stopped < config.epochs
   assert max(checkpoints.saved_epochs(workdir)) == stopped
   assert workdir_lib.read_metrics(workdir)[-1]["epoch"] == stopped
+
+
+def test_a_stop_under_overwrite_says_to_go_on_without_it(tmp_path, tfds_dir, mnist_dir):
+  """--overwrite in the command would throw the saved epochs away: the advice drops it."""
+  config = small_config(tfds_dir, mnist_dir, epochs=3, milestones=(3,))
+  workdir = str(tmp_path / "run")
+
+  def press_ctrl_c_after_epoch_1(line):
+    if line.startswith("epoch    1/"):
+      os.kill(os.getpid(), signal.SIGINT)  # the handler training installed asks for a stop
+
+  with pytest.raises(train.Interrupted, match=r"^interrupted after epoch 1, which is saved; "
+                     r"the same command without --overwrite goes on from there$"):
+    train.train_and_evaluate(config, workdir, overwrite=True, log=press_ctrl_c_after_epoch_1)
+  assert checkpoints.saved_epochs(workdir) == [1]
+  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+
+  # A divergence now: the advice keeps the checkpoint there is (none in an empty folder).
+  nan = {"loss": float("nan"), "recon": 0.0, "kl": 0.0}
+  diverging = types.SimpleNamespace(train_epoch=lambda state, *data: (state, nan),
+                                    evaluate=lambda state, *data: nan)
+  for folder, overwrite, advice in (
+      (workdir, True, "epoch 1 .*Try a smaller --learning_rate; drop --overwrite, or it starts afresh"),
+      (workdir, False, "epoch 1 .*Try a smaller --learning_rate"),
+      (str(tmp_path / "empty"), True, "none. Try a smaller --learning_rate")):
+    manager = checkpoints.RunCheckpoints(folder)
+    with pytest.raises(train.NonFiniteLossError, match=rf"Last good checkpoint: {advice}\.$"):
+      train.train_one_epoch(diverging, None, (), (), 2, manager, overwrite)
+    manager.close()
 
 
 def test_half_written_checkpoint_is_never_restored(tmp_path, tfds_dir, mnist_dir):
@@ -349,3 +379,16 @@ def test_overwrite_also_discards_the_old_runs_evaluations(tmp_path):
   workdir_lib.prepare(str(tmp_path), dataclasses.replace(config, beta=3.0), overwrite=True)
   assert sorted(os.listdir(tmp_path)) == ["config.json", "generated_mine.png", "notes.txt"]
   assert config_lib.load(str(tmp_path)).beta == 3.0
+
+
+def test_overwrite_replaces_a_run_whose_config_file_is_damaged(tmp_path):
+  workdir = str(tmp_path)
+  (tmp_path / config_lib.CONFIG_FILE).write_text('{"latent_dim": 2, "epo')  # cut short
+  (tmp_path / workdir_lib.METRICS_FILE).write_text("epoch\n")
+  config = Config(epochs=1, milestones=(1,))
+  with pytest.raises(ConfigError, match="is not a vae_jax config"):
+    workdir_lib.check(workdir, config, overwrite=False)
+  assert workdir_lib.check(workdir, config, overwrite=True) == []
+  workdir_lib.prepare(workdir, config, overwrite=True)
+  assert sorted(os.listdir(tmp_path)) == ["config.json"]
+  assert config_lib.load(workdir) == config

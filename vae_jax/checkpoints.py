@@ -94,6 +94,10 @@ class RunCheckpoints:
                   if m.latest_step() is not None]
     return max(candidates, key=lambda c: c[0]) if candidates else None
 
+  def newest_epoch(self) -> Optional[int]:
+    newest = self._newest()
+    return None if newest is None else newest[0]
+
   def newest_description(self) -> str:
     newest = self._newest()
     if newest is None:

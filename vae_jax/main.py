@@ -97,7 +97,8 @@ def train_from_flags() -> None:
     from vae_jax import checkpoints
     saved = checkpoints.saved_epochs(workdir)
     where = f"epoch {max(saved)}, the newest checkpoint" if saved else "the start (none saved yet)"
-    print(f"interrupted; the same command resumes from {where}", file=sys.stderr)
+    print(f"interrupted; {train.same_command(FLAGS.overwrite)} resumes from {where}",
+          file=sys.stderr)
     sys.exit(config_lib.INTERRUPTED_STATUS)
 
 

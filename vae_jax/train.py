@@ -27,19 +27,25 @@ class Interrupted(Exception):
   """Ctrl-C stopped training at an epoch's end, with that epoch saved; the message says so."""
 
 
+def same_command(overwrite: bool) -> str:
+  """The command that goes on with a stopped run: with --overwrite it would start afresh."""
+  return "the same command without --overwrite" if overwrite else "the same command"
+
+
 @contextlib.contextmanager
-def stop_at_epoch_end(log: Callable[[str], None]):
+def stop_at_epoch_end(log: Callable[[str], None], again: str):
   """While active, a first Ctrl-C (SIGINT) asks training to stop once the current epoch
   is done and saved: yields a function telling whether it was pressed. A second Ctrl-C
   ends the process at once, as a kill would (a finished checkpoint survives that; one
-  being written is never restored). Outside the main thread, signals stay as they are."""
+  being written is never restored). Outside the main thread, signals stay as they are.
+  again: the command that resumes, for the message."""
   if threading.current_thread() is not threading.main_thread():
     yield lambda: False
     return
   pressed = []
 
   def at_once(signum, frame):
-    os.write(2, b"\nstopped at once; the same command resumes from the newest checkpoint\n")
+    os.write(2, f"\nstopped at once; {again} resumes from the newest checkpoint\n".encode())
     os._exit(config_lib.INTERRUPTED_STATUS)
 
   def after_epoch(signum, frame):
@@ -88,9 +94,11 @@ def progress_line(row: dict[str, float], epochs: int, eta_seconds: float) -> str
 
 
 def train_one_epoch(fns, state: steps.TrainState, train_data, val_data, epoch: int,
-                    manager: checkpoints.RunCheckpoints) -> tuple[steps.TrainState, dict]:
+                    manager: checkpoints.RunCheckpoints,
+                    overwrite: bool) -> tuple[steps.TrainState, dict]:
   """One compiled epoch and the validation pass -> (state, metrics row); NonFiniteLossError
-  if the loss is no longer finite."""
+  if the loss is no longer finite (its advice says to drop --overwrite, which would discard
+  the last good checkpoint)."""
   epoch_start = time.time()
   state, train_terms = fns.train_epoch(state, *train_data)
   val_terms = jax.block_until_ready(fns.evaluate(state, *val_data))
@@ -99,7 +107,9 @@ def train_one_epoch(fns, state: steps.TrainState, train_data, val_data, epoch: i
     raise NonFiniteLossError(
         f"epoch {epoch}: the loss became non-finite (train {row['train_loss']}, "
         f"val {row['val_loss']}); training stopped. Last good checkpoint: "
-        f"{manager.newest_description()}. Try a smaller --learning_rate.")
+        f"{manager.newest_description()}. Try a smaller --learning_rate"
+        + ("; drop --overwrite, or it starts afresh."
+           if overwrite and manager.newest_epoch() is not None else "."))
   return state, row
 
 
@@ -213,11 +223,12 @@ def train_and_evaluate(config: Config, workdir: str, overwrite: bool = False,
       f"{len(data.train.images)} {config.dataset} images, {mesh.size} "
       f"{jax.default_backend()} device(s); epochs {start + 1}..{config.epochs}, "
       f"milestones {list(config.milestone_epochs)}; compiling...")
-  with stop_at_epoch_end(notice) as stop_requested:  # also while close() waits for saves
+  # Also while close() waits for saves.
+  with stop_at_epoch_end(notice, same_command(overwrite)) as stop_requested:
     try:
       run_start = time.time()
       for epoch in range(start + 1, config.epochs + 1):
-        state, row = train_one_epoch(fns, state, train_data, val_data, epoch, manager)
+        state, row = train_one_epoch(fns, state, train_data, val_data, epoch, manager, overwrite)
         history.append(row)
         if writer:
           workdir_lib.write_metrics(workdir, history)
@@ -232,8 +243,8 @@ def train_and_evaluate(config: Config, workdir: str, overwrite: bool = False,
         if not milestone and (epoch % config.checkpoint_every == 0 or stop):
           manager.save_latest(epoch, state)
         if stop and epoch < config.epochs:
-          raise Interrupted(f"interrupted after epoch {epoch}, which is saved; the same "
-                            "command goes on from there")
+          raise Interrupted(f"interrupted after epoch {epoch}, which is saved; "
+                            f"{same_command(overwrite)} goes on from there")
     finally:
       manager.close()  # waits for asynchronous saves, also when training stopped early
   return state

@@ -60,13 +60,15 @@ def check(workdir: str, config: Config, overwrite: bool) -> list[str]:
                         f"{config_lib.CONFIG_FILE}, so it is not a vae_jax run; use another "
                         "--workdir")
     return []
+  if overwrite:  # the run is discarded, whatever its config.json says (or fails to)
+    return []
   old = config_lib.load(workdir)
   differences = config_lib.differences(old, config)
-  if differences and not overwrite:
+  if differences:
     raise ConfigError(
         f"--workdir={workdir} holds a run with other settings ({'; '.join(differences)}); "
         "use another --workdir, or --overwrite to discard that run")
-  return [] if overwrite else config_lib.differences(old, config, config_lib.RESUMABLE_FIELDS)
+  return config_lib.differences(old, config, config_lib.RESUMABLE_FIELDS)
 
 
 def is_run(workdir: str) -> bool:
