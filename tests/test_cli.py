@@ -12,7 +12,7 @@ import tensorflow_datasets as tfds
 from absl import flags
 
 from vae_jax import (checkpoints, classifier, cli, evaluate, generate, main, models, parallel,
-                     plot, steps)
+                     plot, report, steps)
 from vae_jax import workdir as workdir_lib
 from vae_jax import config as config_lib
 from vae_jax.config import Config
@@ -85,6 +85,7 @@ def test_train_then_redraw_from_checkpoint(tmp_path, mock_mnist, model_name, arc
     np.testing.assert_array_equal(original[key], redrawn[key])
   for name in FIGURES:
     assert (out / name).stat().st_size > 0
+  assert sorted(os.listdir(out)) == sorted(report.MILESTONE_FILES)  # z = 2: all of them
 
   # Without a classifier the Fréchet distance is absent and the result says how to get one;
   # with one (here untrained: the plumbing is under test, not the number) it is computed.
@@ -189,6 +190,22 @@ def test_plot_names_the_saved_epochs(tmp_path, mock_mnist, capsys):
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.strip() == (
         "error: --manual_dir=/no/such/folder does not exist or is not a folder")
+
+  # Files in --out of the names a redraw writes are the user's: replaced only if asked.
+  out = tmp_path / "figures"
+  (out / "epoch_001").mkdir(parents=True)
+  (out / "epoch_001" / "latents.npz").write_text("mine")
+  (out / "samples.png").write_text("mine too")
+  for args, held in (([], "epoch_001/latents.npz"), (["--epoch=1"], "samples.png")):
+    with pytest.raises(SystemExit) as exit_info:
+      run_entry_point(plot.main, [f"--workdir={workdir}", f"--out={out}", *args])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: --out={out} already holds {out / held}; pass --overwrite to replace them, "
+        "or another --out")
+  assert (out / "samples.png").read_text() == "mine too"
+  run_entry_point(plot.main, [f"--workdir={workdir}", f"--out={out}", "--epoch=1", "--overwrite"])
+  assert sorted(os.listdir(out)) == sorted(report.MILESTONE_FILES + ("epoch_001",))
 
 
 def test_dynamically_binarized_run_trains_and_evaluates(tmp_path, mock_mnist):

@@ -205,7 +205,7 @@ def test_dropped_milestones_get_a_note_only_when_given(tmp_path):
 
 @pytest.mark.parametrize("module,flags", [
     ("vae_jax.main", ("workdir", "data_dir", "manual_dir", "epochs", "milestones")),
-    ("vae_jax.plot", ("workdir", "epoch", "out", "data_dir", "manual_dir")),
+    ("vae_jax.plot", ("workdir", "epoch", "out", "data_dir", "manual_dir", "overwrite")),
     ("vae_jax.evaluate", ("workdir", "epoch", "classifier_workdir", "num_importance_samples")),
     ("vae_jax.generate", ("workdir", "epoch", "out", "classifier_workdir", "digit",
                           "sample_seed", "overwrite")),

@@ -128,13 +128,16 @@ def evaluate_run(workdir: str, epoch: Optional[int] = None, num_importance_sampl
   if num_test_examples is not None and num_test_examples < 1:
     raise ConfigError(f"--num_test_examples={num_test_examples} must be >= 1 (or left out: all)")
   run = restore.open_run(workdir, data_dir, manual_dir)
-  epoch = restore.milestone_epochs(run, epoch)[-1]
-  # Loaded first: a classifier of another dataset, or a damaged one, is an error before
-  # the long estimates rather than after them. None where none was trained.
-  classifier_workdir = classifier_workdir or cli.default_classifier_workdir(run.config.dataset)
-  clf = (classifier_lib.load_classifier(classifier_workdir, run.config.dataset)
-         if classifier_lib.has_classifier(classifier_workdir) else None)
-  state = restore.restore(run, epoch)
+  try:  # the checkpoints are closed once the state is read, or on an error before
+    epoch = restore.milestone_epochs(run, epoch)[-1]
+    # Loaded first: a classifier of another dataset, or a damaged one, is an error before
+    # the long estimates rather than after them. None where none was trained.
+    classifier_workdir = classifier_workdir or cli.default_classifier_workdir(run.config.dataset)
+    clf = (classifier_lib.load_classifier(classifier_workdir, run.config.dataset)
+           if classifier_lib.has_classifier(classifier_workdir) else None)
+    state = restore.restore(run, epoch)
+  finally:
+    run.manager.close()
   data = train.load_data(run.config)
   images = data.val.images[:num_test_examples]
   labels = data.val.labels[:num_test_examples]
@@ -173,7 +176,6 @@ def evaluate_run(workdir: str, epoch: Optional[int] = None, num_importance_sampl
   with open(os.path.join(workdir, f"eval_epoch_{epoch:03d}{subset}.json"), "w") as f:
     json.dump(result, f, indent=2)
     f.write("\n")
-  run.manager.close()
   return result
 
 

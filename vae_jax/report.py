@@ -23,6 +23,9 @@ RECON_ROWS, RECON_COLS = 2, 10
 MANIFOLD_SIDE = 20
 MANIFOLD_PANEL_SIDE = 12   # a conditional model's manifold: one smaller grid per class
 INTERPOLATION_PAIRS, INTERPOLATION_STEPS = 5, 10
+# Every file a milestone writes (latent_manifold.png only for latent_dim = 2).
+MILESTONE_FILES = ("samples.png", "reconstructions.png", "interpolation.png",
+                   "latent_manifold.png", "latent_scatter.png", "loss_curves.png", "latents.npz")
 
 
 class LatentPrior(NamedTuple):
