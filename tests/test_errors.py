@@ -159,6 +159,25 @@ def test_a_missing_or_file_workdir_and_a_file_data_dir_are_one_line(tmp_path):
   assert a_file.read_text() == "mine"
 
 
+def test_a_run_whose_manual_dir_is_gone_is_one_line_unless_the_data_is_built(
+    tmp_path, tfds_dir, mnist_dir):
+  """Else tfds would try to download MNIST, for minutes on a machine offline."""
+  from vae_jax import config as config_lib, input_pipeline
+  gone = str(tmp_path / "mnist_moved_away")
+  config_lib.save(config_lib.Config(data_dir=str(tmp_path / "tfds_empty"), manual_dir=gone),
+                  str(tmp_path / "unbuilt"))
+  for module in ("vae_jax.plot", "vae_jax.evaluate", "vae_jax.generate"):
+    line = one_error_line(run(module, f"--workdir={tmp_path / 'unbuilt'}"))
+    assert line == (f"error: the run's manual_dir {gone} (in its config.json) no longer holds "
+                    "the official mnist files, and tfds has not built mnist in the data_dir "
+                    "yet; pass --manual_dir=FOLDER holding the four *-idx?-ubyte.gz files")
+  # Where tfds has built it, the files are not needed: the next check speaks.
+  input_pipeline.load_split("mnist", "test", tfds_dir, mnist_dir)
+  config_lib.save(config_lib.Config(data_dir=tfds_dir, manual_dir=gone), str(tmp_path / "built"))
+  line = one_error_line(run("vae_jax.plot", f"--workdir={tmp_path / 'built'}"))
+  assert line.endswith("holds no milestone checkpoint yet")
+
+
 def test_a_run_of_a_model_this_code_lacks_is_one_line(tmp_path):
   """A run made by someone's extended code (here --arch=wide), opened by code without it."""
   from vae_jax import config as config_lib

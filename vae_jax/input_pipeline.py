@@ -39,11 +39,7 @@ def load_split(dataset: str, split: str, data_dir: Optional[str] = None,
   With manual_dir, tfds builds the dataset from the official files in that
   folder (checksums verified) instead of downloading them.
   """
-  # TensorFlow is only tfds's engine here (it computes nothing of ours): keep its
-  # C++ INFO lines and its oneDNN notice off the console.
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-  import tensorflow_datasets as tfds  # Heavy (imports TensorFlow): load lazily.
+  tfds = _import_tfds()
   import requests  # what tfds downloads with
   from tensorflow_datasets.core.download.download_manager import NonMatchingChecksumError
 
@@ -67,6 +63,28 @@ def load_split(dataset: str, split: str, data_dir: Optional[str] = None,
   batches = list(tfds.as_numpy(data.batch(10_000)))
   return Split(images=np.concatenate([b["image"] for b in batches]).astype(np.uint8),
                labels=np.concatenate([b["label"] for b in batches]).astype(np.int32))
+
+
+def is_built(dataset: str, data_dir: Optional[str]) -> bool:
+  """Whether tfds has the dataset prepared in data_dir already (it then needs no files)."""
+  from absl import logging as absl_logging
+  builder = _import_tfds().builder(dataset, data_dir=data_dir)
+  verbosity = absl_logging.get_verbosity()
+  absl_logging.set_verbosity(absl_logging.ERROR)  # tfds warns of the version it lacks
+  try:
+    return builder.is_prepared()
+  finally:
+    absl_logging.set_verbosity(verbosity)
+
+
+def _import_tfds():
+  """tensorflow_datasets, imported on first use: it imports TensorFlow, which is only
+  its engine here (it computes nothing of ours), so its C++ INFO lines and its oneDNN
+  notice are kept off the console."""
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+  import tensorflow_datasets as tfds
+  return tfds
 
 
 def _extract_dir(dataset: str, data_dir: Optional[str]) -> str:

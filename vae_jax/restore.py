@@ -10,7 +10,7 @@ import flax.linen as nn
 import jax
 from jax.sharding import Mesh
 
-from vae_jax import checkpoints, models, parallel, steps, workdir as workdir_lib
+from vae_jax import checkpoints, input_pipeline, models, parallel, steps, workdir as workdir_lib
 from vae_jax import config as config_lib
 from vae_jax.config import Config, ConfigError
 
@@ -40,6 +40,8 @@ def open_run(workdir: str, data_dir: Optional[str] = None,
   elif config.data_dir and os.path.isfile(config.data_dir):
     raise ConfigError(f"the run's data_dir {config.data_dir} (in its {config_lib.CONFIG_FILE}) "
                       "is now a file, not a folder; pass --data_dir")
+  if not manual_dir:
+    check_stored_manual_dir(config)
   manager = checkpoints.RunCheckpoints(workdir, read_only=True)
   if not manager.milestone_epochs():
     raise ConfigError(f"--workdir={workdir} holds no milestone checkpoint yet")
@@ -49,6 +51,22 @@ def open_run(workdir: str, data_dir: Optional[str] = None,
   template = parallel.put_replicated(
       steps.init_state(model, steps.make_optimizer(config), config.seed), mesh)
   return Run(config, model, mesh, manager, template)
+
+
+def check_stored_manual_dir(config: Config) -> None:
+  """A ConfigError if the run's manual_dir no longer holds the official files and tfds has
+  not built the dataset yet: tfds would try to download it, for minutes if offline."""
+  if not config.manual_dir:
+    return
+  try:
+    config_lib.validate_manual_dir(config.manual_dir)
+  except ConfigError:
+    if not input_pipeline.is_built(config.dataset, config.data_dir):
+      raise ConfigError(
+          f"the run's manual_dir {config.manual_dir} (in its {config_lib.CONFIG_FILE}) no longer "
+          f"holds the official {config.dataset} files, and tfds has not built {config.dataset} "
+          "in the data_dir yet; pass --manual_dir=FOLDER holding the four *-idx?-ubyte.gz "
+          "files") from None
 
 
 def milestone_epochs(run: Run, epoch: Optional[int]) -> list[int]:
