@@ -58,7 +58,7 @@ case "$topic" in
   cvae)
     run mnist mnist 1000 1000 --model=cvae
     run fashion fashion_mnist 1000 1000 --model=cvae
-    "$python" -m vae_jax.generate --workdir=runs/sweep_cvae_mnist --digit=7 --num=64 \
+    "$python" -m vae_jax.generate --workdir=runs/sweep_cvae_mnist --digit=7 --num=64 --overwrite \
       --out="$out/seven.png"
     names=(mnist fashion) ;;
   *) echo "unknown topic '$topic': beta, latent_dim, fashion or cvae" >&2; exit 2 ;;
