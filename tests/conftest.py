@@ -24,9 +24,12 @@ def float32_products_on_accelerators():
   """The tests check math to float32 tolerances. On a GPU, JAX lets float32 matrix
   products and convolutions run in TF32 (10-bit mantissas, relative errors near 1e-3),
   so there the tests ask for full float32 ("highest"). CPUs compute float32 products in
-  float32 either way, so on CPU (CI) nothing changes."""
+  float32 either way, so on CPU (CI) nothing changes. The environment variable carries
+  the setting to the runs that tests start as subprocesses (test_resume compares one with
+  a run in this process, bit for bit)."""
   if jax.default_backend() != "cpu":
     jax.config.update("jax_default_matmul_precision", "highest")
+    os.environ["JAX_DEFAULT_MATMUL_PRECISION"] = "highest"
   yield
 
 

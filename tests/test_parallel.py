@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import jax
+import numpy as np
 import pytest
 
 from conftest import REPO
@@ -103,4 +104,9 @@ def test_a_run_trained_on_four_devices_redraws_on_fewer(tfds_dir, mnist_dir, tmp
   report.write_milestone(state, run.model, run.config, train.load_data(run.config),
                          workdir_lib.read_metrics(workdir), workdir, 1, run.mesh, out=str(out))
   assert (out / "samples.png").stat().st_size > 0
+  # The same posterior means as the four devices computed at the milestone.
+  trained = np.load(os.path.join(workdir_lib.plots_dir(workdir, 1), "latents.npz"))
+  redrawn = np.load(out / "latents.npz")
+  np.testing.assert_array_equal(redrawn["labels"], trained["labels"])
+  np.testing.assert_allclose(redrawn["means"], trained["means"], rtol=1e-5, atol=1e-6)
   run.manager.close()

@@ -205,6 +205,12 @@ def test_figures_show_the_images_codes_labels_and_epochs_they_name(tmp_path, mon
     np.testing.assert_allclose(grid[i, j], decoded(state, model, [[gx[j], gy[side - 1 - i]]])[0],
                                atol=1e-6)
 
+  # samples.png: the 100 codes of the seed's figure stream (the same at every milestone).
+  z = jax.random.normal(jax.random.fold_in(jax.random.PRNGKey(config.seed), steps.FIGURE_STREAM),
+                        (report.SAMPLES_SIDE ** 2, 2))
+  np.testing.assert_allclose(drawn["samples.png"][0].reshape(-1, 28, 28),
+                             decoded(state, model, z), atol=1e-6)
+
   # The scatter: the means coloured by their own labels, the box at the grid's outer cells;
   # the loss curves: epochs 1..2.
   coords, labels = drawn["latent_scatter"][:2]
@@ -212,6 +218,27 @@ def test_figures_show_the_images_codes_labels_and_epochs_they_name(tmp_path, mon
   np.testing.assert_array_equal(labels, data.val.labels)
   np.testing.assert_allclose(coords, means, rtol=1e-5, atol=1e-6)
   assert [row["epoch"] for row in drawn["loss_curves"][0]] == [1, 2]
+
+
+def test_a_conditional_manifold_decodes_panel_c_with_label_c(tmp_path, monkeypatch):
+  model = models.make_model("cvae", "mlp", 2)
+  state = steps.init_state(model, optax.adam(1e-3), seed=5)
+  config = Config(model="cvae", latent_dim=2, batch_size=16)
+  drawn = capture_figures(monkeypatch)
+  prior = report.latent_prior(model, None, 2)
+  report.draw_manifold(state, model, config, prior, str(tmp_path), "run")
+  grids, ticks, names = drawn["latent_manifold_panels"][:3]
+  side = report.MANIFOLD_PANEL_SIDE
+  assert grids.shape == (10, side, side, 28, 28) and list(names) == [str(d) for d in range(10)]
+  gx, gy = report.manifold_axes(prior, side)
+  onehot = np.eye(10, dtype=np.float32)
+  for c in (0, 3, 9):  # panel c, row i, column j: label c at (gx[j], gy[side - 1 - i])
+    for i, j in ((0, 0), (side - 1, 2), (4, 7)):
+      np.testing.assert_allclose(
+          grids[c, i, j], decoded(state, model, [[gx[j], gy[side - 1 - i]]], onehot[c:c + 1])[0],
+          atol=1e-6)
+  assert not np.allclose(grids[0], grids[3])  # the label reaches the decoder
+  np.testing.assert_array_equal(ticks[0].values, [-1.0, 0.0, 1.0])  # +-1.73 at most
 
 
 def test_a_conditional_interpolation_moves_code_and_label_between_its_two_images(
