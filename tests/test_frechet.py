@@ -105,6 +105,12 @@ def test_bad_input_is_refused():
     frechet.frechet_distance(np.zeros((3, 2)), np.zeros((3, 4)))
 
 
+def test_matrices_that_are_not_covariances_are_refused():
+  """-I times I has no real square root, and eps on the diagonals cannot give it one."""
+  with pytest.raises(ValueError, match="no real square root even with 1e-06 added"):
+    frechet.frechet_distance_from_stats(np.zeros(3), -np.eye(3), np.zeros(3), np.eye(3))
+
+
 def test_a_failed_square_root_is_retried_with_eps_on_the_diagonals(monkeypatch):
   real_sqrtm, calls = frechet.scipy.linalg.sqrtm, []
 

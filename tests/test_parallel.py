@@ -11,6 +11,7 @@ import pytest
 
 from conftest import REPO
 from vae_jax import parallel, report, restore, train, workdir as workdir_lib
+from vae_jax.config import ConfigError
 
 FOUR_DEVICES = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu",
                     XLA_FLAGS="--xla_force_host_platform_device_count=4")
@@ -69,6 +70,14 @@ def test_batch_size_not_divisible_by_the_devices_is_a_clear_error(tmp_path):
   assert len(errors) == 1 and "--batch_size=126 is not divisible by the 4 devices" in errors[0]
   assert "Traceback" not in result.stderr
   assert not (tmp_path / "run").exists()
+
+
+def test_more_devices_than_are_visible_is_a_clear_error():
+  visible = len(jax.devices())
+  with pytest.raises(ConfigError, match=rf"^--num_devices={visible + 1} but only {visible} "
+                     rf"{jax.default_backend()} device\(s\) are visible$"):
+    parallel.make_mesh(visible + 1)
+  assert parallel.make_mesh(visible).size == visible
 
 
 @pytest.mark.parametrize("trained_on,visible,batch_size,expected", [

@@ -79,6 +79,9 @@ def test_scatter_uses_principal_components_above_two_dimensions():
   same, names = report.scatter_coords(means[:, :2])
   np.testing.assert_array_equal(same, means[:, :2])
   assert names == ("z[0]", "z[1]")
+  line, names = report.scatter_coords(means[:, :1])  # latent_dim = 1: the codes on a line
+  np.testing.assert_array_equal(line, np.stack([means[:, 0], np.zeros(1000)], axis=1))
+  assert names == ("z[0]", "(none: latent_dim = 1)")
 
 
 def test_dynamically_binarized_ae_prior_fits_the_codes_of_binary_images():

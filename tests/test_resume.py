@@ -98,6 +98,29 @@ def test_ctrl_c_stops_at_the_epoch_end_with_that_epoch_saved(tmp_path, tfds_dir,
   assert workdir_lib.read_metrics(workdir)[-1]["epoch"] == stopped
 
 
+def test_a_second_ctrl_c_stops_at_once(tmp_path, tfds_dir, mnist_dir):
+  # All 60,000 images: epochs of seconds, so the second Ctrl-C lands inside the next one.
+  config = small_config(tfds_dir, mnist_dir, train_examples=None)
+  workdir = str(tmp_path / "run")
+  args = [a for a in cli_args(config, workdir) if not a.startswith("--train_examples")]
+  process = subprocess.Popen([sys.executable, "-m", "vae_jax.main", *args],
+                             env=dict(os.environ, PYTHONPATH=REPO), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 240
+  while not workdir_lib.read_metrics(workdir) and process.poll() is None and time.time() < deadline:
+    time.sleep(0.05)
+  process.send_signal(signal.SIGINT)
+  time.sleep(0.5)  # the first is handled: training now waits for the epoch's end
+  process.send_signal(signal.SIGINT)
+  stdout, stderr = process.communicate(timeout=120)
+  assert process.returncode == 130, stderr
+  assert "Ctrl-C: stopping once this epoch is done" in stdout
+  assert stderr.strip().splitlines()[-1] == (
+      "stopped at once; the same command resumes from the newest checkpoint")
+  assert "Traceback" not in stderr
+  assert max(checkpoints.saved_epochs(workdir)) < config.epochs
+
+
 def test_a_stop_under_overwrite_says_to_go_on_without_it(tmp_path, tfds_dir, mnist_dir):
   """--overwrite in the command would throw the saved epochs away: the advice drops it."""
   config = small_config(tfds_dir, mnist_dir, epochs=3, milestones=(3,))
@@ -107,11 +130,12 @@ def test_a_stop_under_overwrite_says_to_go_on_without_it(tmp_path, tfds_dir, mni
     if line.startswith("epoch    1/"):
       os.kill(os.getpid(), signal.SIGINT)  # the handler training installed asks for a stop
 
+  before = signal.getsignal(signal.SIGINT)  # Python's default, or SIG_IGN under nohup
   with pytest.raises(train.Interrupted, match=r"^interrupted after epoch 1, which is saved; "
                      r"the same command without --overwrite goes on from there$"):
     train.train_and_evaluate(config, workdir, overwrite=True, log=press_ctrl_c_after_epoch_1)
   assert checkpoints.saved_epochs(workdir) == [1]
-  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+  assert signal.getsignal(signal.SIGINT) is before  # restored
 
   # A divergence now: the advice keeps the checkpoint there is (none in an empty folder).
   nan = {"loss": float("nan"), "recon": 0.0, "kl": 0.0}
