@@ -8,8 +8,8 @@ from typing import Optional, TypeVar
 
 import jax
 import orbax.checkpoint as ocp
-from absl import logging as absl_logging
 
+from vae_jax import quiet
 from vae_jax.config import ConfigError, first_line
 
 State = TypeVar("State")
@@ -75,16 +75,14 @@ class RunCheckpoints:
   def __init__(self, workdir: str, read_only: bool = False):
     workdir = os.path.abspath(workdir)
     # Orbax warns on every read-only open, which is what plot and evaluate want.
-    verbosity = absl_logging.get_verbosity()
-    absl_logging.set_verbosity(absl_logging.ERROR if read_only else verbosity)
-    self.milestones = ocp.CheckpointManager(
-        os.path.join(workdir, MILESTONE_DIR),
-        options=ocp.CheckpointManagerOptions(create=not read_only, read_only=read_only))
-    self.latest = ocp.CheckpointManager(
-        os.path.join(workdir, LATEST_DIR),
-        options=ocp.CheckpointManagerOptions(max_to_keep=1, create=not read_only,
-                                             read_only=read_only))
-    absl_logging.set_verbosity(verbosity)
+    with quiet.absl_warnings_off(read_only):
+      self.milestones = ocp.CheckpointManager(
+          os.path.join(workdir, MILESTONE_DIR),
+          options=ocp.CheckpointManagerOptions(create=not read_only, read_only=read_only))
+      self.latest = ocp.CheckpointManager(
+          os.path.join(workdir, LATEST_DIR),
+          options=ocp.CheckpointManagerOptions(max_to_keep=1, create=not read_only,
+                                               read_only=read_only))
 
   def milestone_epochs(self) -> list[int]:
     return sorted(self.milestones.all_steps())

@@ -16,9 +16,8 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 from absl import app, flags
-from absl import logging as absl_logging
 
-from vae_jax import checkpoints, cli, input_pipeline, models, steps
+from vae_jax import checkpoints, cli, input_pipeline, models, quiet, steps
 from vae_jax import config as config_lib
 from vae_jax import workdir as workdir_lib
 from vae_jax.config import Config, ConfigError
@@ -262,12 +261,8 @@ def _manager(workdir: str, read_only: bool) -> ocp.CheckpointManager:
     return ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(
         max_to_keep=1, create=True))
   # Orbax warns on every read-only open, which is all that loading does.
-  verbosity = absl_logging.get_verbosity()
-  absl_logging.set_verbosity(absl_logging.ERROR)
-  try:
+  with quiet.absl_warnings_off():
     return ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True))
-  finally:
-    absl_logging.set_verbosity(verbosity)
 
 
 def has_classifier(workdir: str) -> bool:

@@ -9,6 +9,7 @@ from typing import Optional
 
 import numpy as np
 
+from vae_jax import quiet
 from vae_jax.config import SEED_BITS
 
 CLASS_NAMES = {
@@ -67,14 +68,9 @@ def load_split(dataset: str, split: str, data_dir: Optional[str] = None,
 
 def is_built(dataset: str, data_dir: Optional[str]) -> bool:
   """Whether tfds has the dataset prepared in data_dir already (it then needs no files)."""
-  from absl import logging as absl_logging
   builder = _import_tfds().builder(dataset, data_dir=data_dir)
-  verbosity = absl_logging.get_verbosity()
-  absl_logging.set_verbosity(absl_logging.ERROR)  # tfds warns of the version it lacks
-  try:
+  with quiet.absl_warnings_off():  # tfds warns of the version it lacks
     return builder.is_prepared()
-  finally:
-    absl_logging.set_verbosity(verbosity)
 
 
 def _import_tfds():
