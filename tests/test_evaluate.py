@@ -144,3 +144,19 @@ def test_a_classifier_of_another_dataset_stops_evaluate_before_the_estimates(
   with pytest.raises(classifier.MissingClassifierError, match="of fashion_mnist, not mnist"):
     evaluate.evaluate_run(evaluated[0]["workdir"], num_importance_samples=2,
                           num_test_examples=8, classifier_workdir=str(tmp_path))
+
+
+def test_a_vae_is_evaluated_without_reading_the_training_images(evaluated, tmp_path,
+                                                                 monkeypatch):
+  """Only an AE's prior needs them (it is fitted to their codes); a VAE's is N(0, I)."""
+  from vae_jax import classifier, train
+
+  classifier.save_classifier(classifier.new_classifier(), str(tmp_path))
+
+  def training_images_read(config):
+    raise AssertionError("evaluate read the training images of a VAE")
+
+  monkeypatch.setattr(train, "load_train", training_images_read)
+  result = evaluate.evaluate_run(evaluated[0]["workdir"], num_importance_samples=2,
+                                 num_test_examples=8, classifier_workdir=str(tmp_path))
+  assert result["frechet_distance"] > 0 and result["num_test_images"] == 8

@@ -75,7 +75,7 @@ def batch_estimates(params, images_u8, labels, key, *, model, num_samples: int, 
   }
 
 
-def sample_quality(run, state, data, clf, classifier_workdir: str,
+def sample_quality(run, state, val, clf, classifier_workdir: str,
                    num_samples: int = NUM_FRECHET_SAMPLES) -> dict:
   """Fréchet distance between classifier features of prior samples and of the test images;
   for a conditional model also the classifier's accuracy on the labels the samples asked for.
@@ -83,24 +83,27 @@ def sample_quality(run, state, data, clf, classifier_workdir: str,
   Samples are Bernoulli means decoded from the prior (an AE: a Gaussian fitted to its
   training codes), compared with the grey test images; a conditional model's samples ask
   for each label equally often. The features are those of the in-project classifier, so
-  the number is not comparable to Inception-based FIDs. clf is the classifier loaded from
-  classifier_workdir, or None where none was trained there.
+  the number is not comparable to Inception-based FIDs. val is the run's validation split
+  (load_val); clf is the classifier loaded from classifier_workdir, or None where none was
+  trained there.
   """
   import jax
   import numpy as np
 
-  from vae_jax import classifier as classifier_lib, frechet, input_pipeline, models, report
+  from vae_jax import classifier as classifier_lib, frechet, input_pipeline, models, report, train
 
   if clf is None:
     return {"frechet_distance": None, "frechet_note": (
         f"no classifier in {classifier_workdir}; train one with: "
         f"{classifier_lib.train_command(classifier_workdir, run.config.dataset)}")}
-  prior = report.model_prior(state, run.model, run.config, data.train, run.mesh)
+  # Only an AE's prior reads the training images: it is fitted to their codes.
+  train_split = None if run.model.variational else train.load_train(run.config)
+  prior = report.model_prior(state, run.model, run.config, train_split, run.mesh)
   z = report.draw_codes(prior, frechet_key(), num_samples)
   asked = np.arange(num_samples) % models.NUM_CLASSES
   samples = report.decode_probs(state.params, run.model, z, asked)[..., None]
-  # data.val is the grey test split unless training binarized it; only then load it again.
-  test = data.val.images if run.config.binarize == "none" else input_pipeline.load_split(
+  # val is the grey test split unless training binarized it; only then load it again.
+  test = val.images if run.config.binarize == "none" else input_pipeline.load_split(
       run.config.dataset, "test", run.config.data_dir, run.config.manual_dir).images
   result = {"frechet_distance": round(frechet.frechet_distance(
                 classifier_lib.features(clf, samples), classifier_lib.features(clf, test)), 3),
@@ -138,9 +141,9 @@ def evaluate_run(workdir: str, epoch: Optional[int] = None, num_importance_sampl
     state = restore.restore(run, epoch)
   finally:
     run.manager.close()
-  data = train.load_data(run.config)
-  images = data.val.images[:num_test_examples]
-  labels = data.val.labels[:num_test_examples]
+  val = train.load_val(run.config)
+  images = val.images[:num_test_examples]
+  labels = val.labels[:num_test_examples]
   estimate = jax.jit(functools.partial(batch_estimates, model=run.model,
                                        num_samples=num_importance_samples, chunk_size=chunk_size))
   start = time.time()
@@ -169,10 +172,10 @@ def evaluate_run(workdir: str, epoch: Optional[int] = None, num_importance_sampl
   if run.model.conditional:
     result["conditioning"] = ("the ELBO and log-likelihood are of p(x | label): the true "
                               "label is given, as in training")
-  result.update(sample_quality(run, state, data, clf, classifier_workdir))
+  result.update(sample_quality(run, state, val, clf, classifier_workdir))
   result["seconds"] = round(time.time() - start, 1)
   # A subset's numbers get their own file, so they never replace the whole test set's.
-  subset = f"_first{len(images)}" if len(images) < len(data.val.images) else ""
+  subset = f"_first{len(images)}" if len(images) < len(val.images) else ""
   with open(os.path.join(workdir, f"eval_epoch_{epoch:03d}{subset}.json"), "w") as f:
     json.dump(result, f, indent=2)
     f.write("\n")

@@ -89,7 +89,7 @@ def generate(workdir: str, digit: Optional[int] = None, num: int = 64, out: Opti
   finally:
     run.manager.close()
   # Only an AE's prior needs the data: it is fitted to the training codes.
-  train_split = None if model.variational else train.load_data(config).train
+  train_split = None if model.variational else train.load_train(config)
   prior = report.model_prior(state, model, config, train_split, run.mesh)
   z = report.draw_codes(prior, jax.random.PRNGKey(sample_seed), num)
   labels = None if digit is None else np.full((num,), digit, np.int32)

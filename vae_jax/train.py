@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 import os
 import signal
@@ -71,11 +70,19 @@ def load_data(config: Config) -> Data:
   With binarize="dynamic", training images are binarized afresh at every step (in
   steps.train_step) and the validation images once, with a fixed seed.
   """
-  load = functools.partial(load_split, config.dataset, data_dir=config.data_dir,
-                           manual_dir=config.manual_dir)
-  val = load("test")
-  return Data(train=load(train_split(config.train_examples)),
-              val=binarize_fixed(val) if config.binarize == "dynamic" else val)
+  return Data(train=load_train(config), val=load_val(config))
+
+
+def load_train(config: Config) -> Split:
+  """The first train_examples training images, as stored (grey)."""
+  return load_split(config.dataset, train_split(config.train_examples), config.data_dir,
+                    config.manual_dir)
+
+
+def load_val(config: Config) -> Split:
+  """The test split, binarized once with a fixed seed where training binarizes."""
+  val = load_split(config.dataset, "test", config.data_dir, config.manual_dir)
+  return binarize_fixed(val) if config.binarize == "dynamic" else val
 
 
 def metrics_row(epoch: int, train_terms, val_terms, seconds: float) -> dict[str, float]:
