@@ -146,17 +146,20 @@ def test_a_classifier_of_another_dataset_stops_evaluate_before_the_estimates(
                           num_test_examples=8, classifier_workdir=str(tmp_path))
 
 
-def test_a_vae_is_evaluated_without_reading_the_training_images(evaluated, tmp_path,
-                                                                 monkeypatch):
+def test_a_vae_is_evaluated_and_redrawn_without_reading_the_training_images(
+    evaluated, tmp_path, monkeypatch):
   """Only an AE's prior needs them (it is fitted to their codes); a VAE's is N(0, I)."""
-  from vae_jax import classifier, train
+  from vae_jax import classifier, plot, train
 
-  classifier.save_classifier(classifier.new_classifier(), str(tmp_path))
+  classifier.save_classifier(classifier.new_classifier(), str(tmp_path / "classifier"))
 
   def training_images_read(config):
-    raise AssertionError("evaluate read the training images of a VAE")
+    raise AssertionError("the training images of a VAE were read")
 
   monkeypatch.setattr(train, "load_train", training_images_read)
-  result = evaluate.evaluate_run(evaluated[0]["workdir"], num_importance_samples=2,
-                                 num_test_examples=8, classifier_workdir=str(tmp_path))
+  workdir = evaluated[0]["workdir"]
+  result = evaluate.evaluate_run(workdir, num_importance_samples=2, num_test_examples=8,
+                                 classifier_workdir=str(tmp_path / "classifier"))
   assert result["frechet_distance"] > 0 and result["num_test_images"] == 8
+  plot.redraw(workdir, epoch=2, out=str(tmp_path / "redrawn"))
+  assert (tmp_path / "redrawn" / "latent_manifold.png").stat().st_size > 0

@@ -96,9 +96,8 @@ def sample_quality(run, state, val, clf, classifier_workdir: str,
     return {"frechet_distance": None, "frechet_note": (
         f"no classifier in {classifier_workdir}; train one with: "
         f"{classifier_lib.train_command(classifier_workdir, run.config.dataset)}")}
-  # Only an AE's prior reads the training images: it is fitted to their codes.
-  train_split = None if run.model.variational else train.load_train(run.config)
-  prior = report.model_prior(state, run.model, run.config, train_split, run.mesh)
+  prior = report.model_prior(state, run.model, run.config,
+                             train.load_prior_fit(run.config, run.model), run.mesh)
   z = report.draw_codes(prior, frechet_key(), num_samples)
   asked = np.arange(num_samples) % models.NUM_CLASSES
   samples = report.decode_probs(state.params, run.model, z, asked)[..., None]

@@ -88,9 +88,8 @@ def generate(workdir: str, digit: Optional[int] = None, num: int = 64, out: Opti
     state = restore.restore(run, epoch)
   finally:
     run.manager.close()
-  # Only an AE's prior needs the data: it is fitted to the training codes.
-  train_split = None if model.variational else train.load_train(config)
-  prior = report.model_prior(state, model, config, train_split, run.mesh)
+  prior = report.model_prior(state, model, config, train.load_prior_fit(config, model),
+                             run.mesh)
   z = report.draw_codes(prior, jax.random.PRNGKey(sample_seed), num)
   labels = None if digit is None else np.full((num,), digit, np.int32)
   images = report.decode_probs(state.params, model, z, labels)

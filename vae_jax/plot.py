@@ -43,7 +43,9 @@ def redraw(workdir: str, epoch: Optional[int] = None, out: Optional[str] = None,
                for e in epochs]
     if out and not overwrite:
       refuse_to_replace(out, targets)
-    data = train.load_data(run.config)
+    # The training images only for an AE's prior: the figures show the validation split.
+    data = train.Data(train=train.load_prior_fit(run.config, run.model),
+                      val=train.load_val(run.config))
     if out:  # only once the run and its data are found: a bad --workdir leaves no new folder
       workdir_lib.ensure_dir(out, "out")
     history = workdir_lib.read_metrics(workdir)

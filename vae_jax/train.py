@@ -8,7 +8,7 @@ import os
 import signal
 import threading
 import time
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Optional
 
 import jax
 
@@ -60,7 +60,7 @@ def stop_at_epoch_end(log: Callable[[str], None], again: str):
 
 
 class Data(NamedTuple):
-  train: Split
+  train: Optional[Split]  # None where nothing reads it (redrawing a VAE's figures)
   val: Split
 
 
@@ -77,6 +77,12 @@ def load_train(config: Config) -> Split:
   """The first train_examples training images, as stored (grey)."""
   return load_split(config.dataset, train_split(config.train_examples), config.data_dir,
                     config.manual_dir)
+
+
+def load_prior_fit(config: Config, model) -> Optional[Split]:
+  """The training images an AE's prior is fitted to (their codes define it); None for a
+  variational model, whose prior is N(0, I) and reads no data."""
+  return None if model.variational else load_train(config)
 
 
 def load_val(config: Config) -> Split:
