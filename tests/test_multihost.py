@@ -110,6 +110,8 @@ def test_ctrl_c_on_one_process_stops_both_after_the_same_epoch(tmp_path, tfds_di
     lines, deadline = [], time.time() + 180
     while time.time() < deadline and not any(l.startswith("epoch    2/500") for l in lines):
       lines.append(process_0.stdout.readline())
+      if not lines[-1]:  # process 0 has ended: the assertions below say how
+        break
     process_1.send_signal(signal.SIGINT)  # only the process that writes nothing
     output = "".join(lines) + process_0.communicate(timeout=120)[0]
     process_1.wait(timeout=120)

@@ -103,9 +103,9 @@ def test_a_run_trained_on_four_devices_redraws_on_fewer(tfds_dir, mnist_dir, tmp
   result = subprocess.run([sys.executable, "-c", TRAIN_ON_FOUR, tfds_dir, mnist_dir, workdir],
                           env=FOUR_DEVICES, capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
-  run = restore.open_run(workdir)  # this process sees fewer devices (one, on a CPU)
+  run = restore.open_run(workdir)  # this process sees its own devices (one, on a CPU)
   visible = len(jax.devices())
-  assert run.config.num_devices == 4 and visible < 4
+  assert run.config.num_devices == 4
   assert run.mesh.size == parallel.restored_device_count(4, visible, 32)
   state = restore.restore(run, 1)
   assert int(state.step) == 256 // 32
