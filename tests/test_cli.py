@@ -209,6 +209,18 @@ def test_plot_names_the_saved_epochs(tmp_path, mock_mnist, capsys):
   run_entry_point(plot.main, [f"--workdir={workdir}", f"--out={out}", "--epoch=1", "--overwrite"])
   assert sorted(os.listdir(out)) == sorted(report.MILESTONE_FILES + ("epoch_001",))
 
+  # Without --out, the run's own figures are redrawn in place (they are the run's, not the
+  # user's: no --overwrite needed), the same arrays as training drew.
+  folder = workdir_lib.plots_dir(workdir, 1)
+  trained = dict(np.load(os.path.join(folder, "latents.npz")))
+  for name in ("samples.png", "latents.npz"):
+    os.remove(os.path.join(folder, name))
+  run_entry_point(plot.main, [f"--workdir={workdir}"])
+  assert sorted(os.listdir(folder)) == sorted(report.MILESTONE_FILES)
+  redrawn = np.load(os.path.join(folder, "latents.npz"))
+  for key, value in trained.items():
+    np.testing.assert_array_equal(redrawn[key], value)
+
 
 def test_dynamically_binarized_run_trains_and_evaluates(tmp_path, mock_mnist):
   workdir = str(tmp_path / "run")
