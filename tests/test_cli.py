@@ -236,3 +236,35 @@ def test_dynamically_binarized_run_trains_and_evaluates(tmp_path, mock_mnist):
   assert result["binarize"] == "dynamic" and "note" not in result
   assert result["frechet_distance"] is None
   assert result["test_elbo"] < 0
+
+
+def test_ctrl_c_while_loading_says_where_the_same_command_resumes(tmp_path, mock_mnist,
+                                                                  capsys, monkeypatch):
+  from vae_jax import train
+
+  workdir = str(tmp_path / "run")
+  args = [f"--workdir={workdir}", "--batch_size=16", f"--data_dir={tmp_path / 'tfds'}"]
+
+  def ctrl_c(config):
+    raise KeyboardInterrupt
+
+  def interrupted_while_loading(extra):
+    with monkeypatch.context() as patch:
+      patch.setattr(train, "load_data_everywhere", ctrl_c)
+      with pytest.raises(SystemExit) as exit_info:
+        run_entry_point(main.main, args + extra)
+    assert exit_info.value.code == config_lib.INTERRUPTED_STATUS
+    return capsys.readouterr().err.strip().splitlines()
+
+  assert interrupted_while_loading(["--epochs=1"]) == [
+      "interrupted; the same command resumes from the start (none saved yet)"]
+  assert not os.path.exists(os.path.join(workdir, "config.json"))  # nothing was written
+  run_entry_point(main.main, args + ["--epochs=1"])
+  capsys.readouterr()
+  assert interrupted_while_loading(["--epochs=2"]) == [
+      "interrupted; the same command resumes from epoch 1, the newest checkpoint"]
+  # --overwrite had not yet discarded anything: without it, the run goes on from epoch 1.
+  assert interrupted_while_loading(["--epochs=2", "--overwrite"]) == [
+      "interrupted; the same command without --overwrite resumes from epoch 1, the newest "
+      "checkpoint"]
+  assert checkpoints.saved_epochs(workdir) == [1]
