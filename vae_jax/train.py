@@ -177,6 +177,27 @@ def save_milestone(manager: checkpoints.RunCheckpoints, state: steps.TrainState,
   log(f"milestone {epoch}: checkpoint saved, figures in {folder}")
 
 
+class Command(NamedTuple):
+  """What a checked training command will do (check_command)."""
+  mesh: jax.sharding.Mesh
+  changed: list[str]  # settings that differ from the run's config.json, as workdir.check says
+  resuming: bool      # workdir holds a run that this command goes on with
+
+
+def check_command(config: Config, workdir: str, overwrite: bool) -> Command:
+  """Every check that needs no data, before anything is loaded or written: the settings,
+  the devices, and that the workdir holds no run these settings would damage."""
+  validate(config)
+  mesh = parallel.make_mesh(config.num_devices)
+  parallel.check_batch_size(config.batch_size, mesh)
+  changed = workdir_lib.check(workdir, config, overwrite)
+  saved = [] if overwrite else checkpoints.saved_epochs(workdir)
+  if saved and max(saved) > config.epochs:
+    raise ConfigError(f"--epochs={config.epochs}, but {workdir} already holds epoch "
+                      f"{max(saved)}; pass --epochs={max(saved)} or more to go on training it")
+  return Command(mesh, changed, resuming=workdir_lib.is_run(workdir) and not overwrite)
+
+
 def train_and_evaluate(config: Config, workdir: str, overwrite: bool = False,
                        log: Callable[[str], None] = print) -> steps.TrainState:
   """Trains (or resumes) a run in workdir; checkpoints and figures at each milestone.
@@ -187,15 +208,7 @@ def train_and_evaluate(config: Config, workdir: str, overwrite: bool = False,
   notice = log  # what the user must see wherever it happens: a Ctrl-C on this process
   if not writer:
     log = lambda line: None  # noqa: E731
-  validate(config)
-  mesh = parallel.make_mesh(config.num_devices)
-  parallel.check_batch_size(config.batch_size, mesh)
-  changed = workdir_lib.check(workdir, config, overwrite)
-  saved = [] if overwrite else checkpoints.saved_epochs(workdir)
-  if saved and max(saved) > config.epochs:
-    raise ConfigError(f"--epochs={config.epochs}, but {workdir} already holds epoch "
-                      f"{max(saved)}; pass --epochs={max(saved)} or more to go on training it")
-  resuming = workdir_lib.is_run(workdir) and not overwrite
+  mesh, changed, resuming = check_command(config, workdir, overwrite)
   data = load_data_everywhere(config)  # before anything in workdir changes
   # A new run's config.json is written at once. A resumed run's is rewritten only once the
   # command is known to add to the run, in one write with the record of what changed.
