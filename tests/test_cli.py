@@ -251,8 +251,11 @@ def test_ctrl_c_while_loading_says_where_the_same_command_resumes(tmp_path, mock
   def interrupted_while_loading(extra):
     with monkeypatch.context() as patch:
       patch.setattr(train, "load_data_everywhere", ctrl_c)
-      with pytest.raises(SystemExit) as exit_info:
-        run_entry_point(main.main, args + extra)
+      try:
+        with pytest.raises(SystemExit) as exit_info:
+          run_entry_point(main.main, args + extra)
+      except KeyboardInterrupt:  # not handled: fail this test, not the whole session
+        pytest.fail("Ctrl-C while loading ended in a KeyboardInterrupt")
     assert exit_info.value.code == config_lib.INTERRUPTED_STATUS
     return capsys.readouterr().err.strip().splitlines()
 
@@ -267,4 +270,4 @@ def test_ctrl_c_while_loading_says_where_the_same_command_resumes(tmp_path, mock
   assert interrupted_while_loading(["--epochs=2", "--overwrite"]) == [
       "interrupted; the same command without --overwrite resumes from epoch 1, the newest "
       "checkpoint"]
-  assert checkpoints.saved_epochs(workdir) == [1]
+  assert checkpoints.saved_epochs(workdir) == [1] and config_lib.load(workdir).epochs == 1

@@ -153,10 +153,13 @@ def test_a_vae_is_evaluated_and_redrawn_without_reading_the_training_images(
 
   classifier.save_classifier(classifier.new_classifier(), str(tmp_path / "classifier"))
 
-  def training_images_read(config):
-    raise AssertionError("the training images of a VAE were read")
+  load_split = train.load_split
 
-  monkeypatch.setattr(train, "load_train", training_images_read)
+  def test_images_only(dataset, split, *args, **kwargs):
+    assert not split.startswith("train"), "the training images of a VAE were read"
+    return load_split(dataset, split, *args, **kwargs)
+
+  monkeypatch.setattr(train, "load_split", test_images_only)
   workdir = evaluated[0]["workdir"]
   result = evaluate.evaluate_run(workdir, num_importance_samples=2, num_test_examples=8,
                                  classifier_workdir=str(tmp_path / "classifier"))

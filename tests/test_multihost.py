@@ -114,7 +114,10 @@ def test_ctrl_c_on_one_process_stops_both_after_the_same_epoch(tmp_path, tfds_di
         break
     process_1.send_signal(signal.SIGINT)  # only the process that writes nothing
     output = "".join(lines) + process_0.communicate(timeout=120)[0]
-    process_1.wait(timeout=120)
+    try:
+      process_1.wait(timeout=120)
+    except subprocess.TimeoutExpired:  # e.g. waiting in a collective for a dead process 0
+      pass  # its return code (None) fails the assertion below, with process 0's output
   finally:
     process_0.kill()
     process_1.kill()

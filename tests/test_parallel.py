@@ -98,12 +98,13 @@ train.train_and_evaluate(Config(epochs=1, milestones=(1,), train_examples=256, b
 """
 
 
-def test_a_run_trained_on_four_devices_redraws_on_fewer(tfds_dir, mnist_dir, tmp_path):
+def test_a_run_trained_on_four_devices_redraws_on_the_devices_at_hand(tfds_dir, mnist_dir,
+                                                                     tmp_path):
   workdir = str(tmp_path / "run")
   result = subprocess.run([sys.executable, "-c", TRAIN_ON_FOUR, tfds_dir, mnist_dir, workdir],
                           env=FOUR_DEVICES, capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
-  run = restore.open_run(workdir)  # this process sees its own devices (one, on a CPU)
+  run = restore.open_run(workdir)  # this process sees its own devices: on a CPU, one
   visible = len(jax.devices())
   assert run.config.num_devices == 4
   assert run.mesh.size == parallel.restored_device_count(4, visible, 32)

@@ -58,7 +58,7 @@ def train(path: str, flags: list[str]) -> None:
 
   from vae_jax import cli, main, train as train_lib
 
-  train_lib.load_split = saved_loader(path)  # train.load_data calls it by this name
+  train_lib.load_split = saved_loader(path)  # train.load_train / load_val call it by this name
   sys.argv = ["vae_jax.main", *flags]
   app.run(main.main, flags_parser=cli.parse_flags)
 
