@@ -25,26 +25,40 @@ def saved_run(workdir: str, milestones=(1, 2), num_devices=None) -> Config:
   return config
 
 
-def test_a_run_opens_with_the_data_dir_given_and_the_epoch_asked_for(tmp_path):
+@pytest.fixture
+def closed_managers(monkeypatch):
+  """The RunCheckpoints closed so far (close is recorded, then done)."""
+  closed, close = [], checkpoints.RunCheckpoints.close
+
+  def recorded_close(self):
+    closed.append(self)
+    close(self)
+
+  monkeypatch.setattr(checkpoints.RunCheckpoints, "close", recorded_close)
+  return closed
+
+
+def test_a_run_opens_with_the_data_dir_given_and_the_epoch_asked_for(tmp_path, closed_managers):
   saved_run(str(tmp_path))
-  run = restore.open_run(str(tmp_path), data_dir=str(tmp_path / "moved"))
-  try:
-    assert run.config.data_dir == str(tmp_path / "moved")
-    assert restore.milestone_epochs(run, 1) == [1]
-    assert restore.milestone_epochs(run, None) == [1, 2]
-    with pytest.raises(ConfigError, match="--epoch=3 is not saved .*saved epochs: 1, 2"):
+  closed_managers.clear()
+  with pytest.raises(ConfigError, match="--epoch=3 is not saved .*saved epochs: 1, 2"):
+    with restore.open_run(str(tmp_path), data_dir=str(tmp_path / "moved")) as run:
+      assert run.config.data_dir == str(tmp_path / "moved")
+      assert restore.milestone_epochs(run, 1) == [1]
+      assert restore.milestone_epochs(run, None) == [1, 2]
       restore.milestone_epochs(run, 3)
-  finally:
-    run.manager.close()
-  kept = restore.open_run(str(tmp_path))
-  kept.manager.close()
-  assert kept.config.data_dir == str(tmp_path / "old_tfds")
+  assert closed_managers == [run.manager]  # by the with statement, on the error
+  with restore.open_run(str(tmp_path)) as kept:
+    assert kept.config.data_dir == str(tmp_path / "old_tfds")
+  assert closed_managers == [run.manager, kept.manager]
 
 
-def test_a_run_without_a_milestone_yet_is_one_line(tmp_path):
+def test_a_run_without_a_milestone_yet_is_one_line(tmp_path, closed_managers):
   saved_run(str(tmp_path), milestones=())
+  closed_managers.clear()
   with pytest.raises(ConfigError, match="holds no milestone checkpoint yet"):
     restore.open_run(str(tmp_path))
+  assert len(closed_managers) == 1  # the checkpoints it had opened are closed again
 
 
 def test_a_run_opens_on_as_many_devices_as_it_trained_on(tmp_path):

@@ -129,8 +129,8 @@ def evaluate_run(workdir: str, epoch: Optional[int] = None, num_importance_sampl
     raise ConfigError("--num_importance_samples, --chunk_size and --eval_batch_size must be >= 1")
   if num_test_examples is not None and num_test_examples < 1:
     raise ConfigError(f"--num_test_examples={num_test_examples} must be >= 1 (or left out: all)")
-  run = restore.open_run(workdir, data_dir, manual_dir)
-  try:  # the checkpoints are closed once the state is read, or on an error before
+  # The checkpoints are closed once the state is read, or on an error before.
+  with restore.open_run(workdir, data_dir, manual_dir) as run:
     epoch = restore.milestone_epochs(run, epoch)[-1]
     # Loaded first: a classifier of another dataset, or a damaged one, is an error before
     # the long estimates rather than after them. None where none was trained.
@@ -138,8 +138,6 @@ def evaluate_run(workdir: str, epoch: Optional[int] = None, num_importance_sampl
     clf = (classifier_lib.load_classifier(classifier_workdir, run.config.dataset)
            if classifier_lib.has_classifier(classifier_workdir) else None)
     state = restore.restore(run, epoch)
-  finally:
-    run.manager.close()
   val = train.load_val(run.config)
   images = val.images[:num_test_examples]
   labels = val.labels[:num_test_examples]

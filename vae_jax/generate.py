@@ -80,14 +80,11 @@ def generate(workdir: str, digit: Optional[int] = None, num: int = 64, out: Opti
   from vae_jax.input_pipeline import CLASS_NAMES
 
   validate_seed("sample_seed", sample_seed)
-  run = restore.open_run(workdir, data_dir, manual_dir)
-  config, model = run.config, run.model
-  try:
+  with restore.open_run(workdir, data_dir, manual_dir) as run:
+    config, model = run.config, run.model
     check_request(config.model, model.conditional, digit, num, out, overwrite)
     epoch = restore.milestone_epochs(run, epoch)[-1]
     state = restore.restore(run, epoch)
-  finally:
-    run.manager.close()
   prior = report.model_prior(state, model, config, train.load_prior_fit(config, model),
                              run.mesh)
   z = report.draw_codes(prior, jax.random.PRNGKey(sample_seed), num)

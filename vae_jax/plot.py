@@ -36,8 +36,7 @@ def redraw(workdir: str, epoch: Optional[int] = None, out: Optional[str] = None,
   of the same names are replaced only with overwrite."""
   from vae_jax import report, restore, train, workdir as workdir_lib
 
-  run = restore.open_run(workdir, data_dir, manual_dir)
-  try:
+  with restore.open_run(workdir, data_dir, manual_dir) as run:
     epochs = restore.milestone_epochs(run, epoch)
     targets = [out if out is None or epoch is not None else os.path.join(out, f"epoch_{e:03d}")
                for e in epochs]
@@ -52,8 +51,6 @@ def redraw(workdir: str, epoch: Optional[int] = None, out: Optional[str] = None,
     return [report.write_milestone(restore.restore(run, e), run.model, run.config, data,
                                    history, workdir, e, run.mesh, out=target)
             for e, target in zip(epochs, targets)]
-  finally:
-    run.manager.close()
 
 
 def redraw_from_flags() -> None:

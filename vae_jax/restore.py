@@ -22,10 +22,18 @@ class Run(NamedTuple):
   manager: checkpoints.RunCheckpoints
   template: steps.TrainState      # a freshly initialised state: what checkpoints restore into
 
+  # `with open_run(...) as run:` closes the checkpoints at the block's end, error or not.
+  def __enter__(self) -> "Run":
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    self.manager.close()
+
 
 def open_run(workdir: str, data_dir: Optional[str] = None,
              manual_dir: Optional[str] = None) -> Run:
-  """Reads config.json (data paths may be overridden) and opens the checkpoints read-only."""
+  """Reads config.json (data paths may be overridden) and opens the checkpoints read-only;
+  close them with run.manager.close(), or open the run in a `with` statement."""
   if manual_dir:
     config_lib.validate_manual_dir(manual_dir)
   if not os.path.exists(workdir):
@@ -43,13 +51,17 @@ def open_run(workdir: str, data_dir: Optional[str] = None,
   if not manual_dir:
     check_stored_manual_dir(config)
   manager = checkpoints.RunCheckpoints(workdir, read_only=True)
-  if not manager.milestone_epochs():
-    raise ConfigError(f"--workdir={workdir} holds no milestone checkpoint yet")
-  mesh = parallel.make_mesh(parallel.restored_device_count(
-      config.num_devices, len(jax.devices()), config.batch_size))
-  model = models.make_model(config.model, config.arch, config.latent_dim)
-  template = parallel.put_replicated(
-      steps.init_state(model, steps.make_optimizer(config), config.seed), mesh)
+  try:
+    if not manager.milestone_epochs():
+      raise ConfigError(f"--workdir={workdir} holds no milestone checkpoint yet")
+    mesh = parallel.make_mesh(parallel.restored_device_count(
+        config.num_devices, len(jax.devices()), config.batch_size))
+    model = models.make_model(config.model, config.arch, config.latent_dim)
+    template = parallel.put_replicated(
+        steps.init_state(model, steps.make_optimizer(config), config.seed), mesh)
+  except BaseException:  # the caller gets no run to close
+    manager.close()
+    raise
   return Run(config, model, mesh, manager, template)
 
 
