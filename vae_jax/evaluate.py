@@ -115,15 +115,49 @@ def sample_quality(run, state, val, clf, classifier_workdir: str,
   return result
 
 
+def split_estimates(params, model, images_u8, labels, num_samples: int, chunk_size: int,
+                    batch_size: int) -> dict:
+  """batch_estimates over a whole split, batch_size images at a time -> per-image arrays."""
+  import jax
+  import numpy as np
+
+  estimate = jax.jit(functools.partial(batch_estimates, model=model, num_samples=num_samples,
+                                       chunk_size=chunk_size))
+  parts = [estimate(params, images_u8[i:i + batch_size], labels[i:i + batch_size],
+                    estimates_key(i // batch_size))
+           for i in range(0, len(images_u8), batch_size)]
+  return {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0]}
+
+
+def likelihood_summary(estimates: dict, model, config, num_samples: int) -> dict:
+  """The test split's means of split_estimates, and what they are of."""
+  from vae_jax import likelihood
+
+  if model.variational:
+    summary = {
+        "num_importance_samples": num_samples,
+        "test_elbo": float(estimates["elbo"].mean()),
+        "test_log_likelihood": float(estimates["log_px"].mean()),
+        "kl_per_dim": [round(float(v), 4) for v in estimates["kl_per_dim"].mean(axis=0)],
+        "active_units": int(likelihood.active_units(estimates["means"])),
+    }
+  else:
+    summary = {"test_recon": float(estimates["recon"].mean())}
+  if config.binarize == "none":
+    summary["note"] = ("pixels in [0, 1], not binarized: Bernoulli cross-entropies, not "
+                       "log-likelihoods comparable with the literature (use --binarize=dynamic)")
+  if model.conditional:
+    summary["conditioning"] = ("the ELBO and log-likelihood are of p(x | label): the true "
+                               "label is given, as in training")
+  return summary
+
+
 def evaluate_run(workdir: str, epoch: Optional[int] = None, num_importance_samples: int = 5000,
                  chunk_size: int = 100, eval_batch_size: int = 100,
                  num_test_examples: Optional[int] = None, data_dir: Optional[str] = None,
                  manual_dir: Optional[str] = None, classifier_workdir: Optional[str] = None) -> dict:
   """Restores a milestone and evaluates it on the test split (binarized as in training)."""
-  import jax
-  import numpy as np
-
-  from vae_jax import classifier as classifier_lib, likelihood, restore, train
+  from vae_jax import classifier as classifier_lib, restore, train
 
   if min(num_importance_samples, chunk_size, eval_batch_size) < 1:
     raise ConfigError("--num_importance_samples, --chunk_size and --eval_batch_size must be >= 1")
@@ -140,35 +174,14 @@ def evaluate_run(workdir: str, epoch: Optional[int] = None, num_importance_sampl
     state = restore.restore(run, epoch)
   val = train.load_val(run.config)
   images = val.images[:num_test_examples]
-  labels = val.labels[:num_test_examples]
-  estimate = jax.jit(functools.partial(batch_estimates, model=run.model,
-                                       num_samples=num_importance_samples, chunk_size=chunk_size))
   start = time.time()
-  parts = [estimate(state.params, images[i:i + eval_batch_size], labels[i:i + eval_batch_size],
-                    estimates_key(i // eval_batch_size))
-           for i in range(0, len(images), eval_batch_size)]
-  out = {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0]}
+  estimates = split_estimates(state.params, run.model, images, val.labels[:num_test_examples],
+                              num_importance_samples, chunk_size, eval_batch_size)
   result = {"workdir": workdir, "epoch": epoch, "model": run.config.model,
             "arch": run.config.arch, "latent_dim": run.config.latent_dim,
             "dataset": run.config.dataset, "binarize": run.config.binarize,
             "num_test_images": len(images)}
-  if run.model.variational:
-    kl_per_dim = out["kl_per_dim"].mean(axis=0)
-    result.update({
-        "num_importance_samples": num_importance_samples,
-        "test_elbo": float(out["elbo"].mean()),
-        "test_log_likelihood": float(out["log_px"].mean()),
-        "kl_per_dim": [round(float(v), 4) for v in kl_per_dim],
-        "active_units": int(likelihood.active_units(out["means"])),
-    })
-  else:
-    result["test_recon"] = float(out["recon"].mean())
-  if run.config.binarize == "none":
-    result["note"] = ("pixels in [0, 1], not binarized: Bernoulli cross-entropies, not "
-                      "log-likelihoods comparable with the literature (use --binarize=dynamic)")
-  if run.model.conditional:
-    result["conditioning"] = ("the ELBO and log-likelihood are of p(x | label): the true "
-                              "label is given, as in training")
+  result.update(likelihood_summary(estimates, run.model, run.config, num_importance_samples))
   result.update(sample_quality(run, state, val, clf, classifier_workdir))
   result["seconds"] = round(time.time() - start, 1)
   # A subset's numbers get their own file, so they never replace the whole test set's.
