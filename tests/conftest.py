@@ -51,3 +51,19 @@ def fashion_dir() -> str:
 def tfds_dir(tmp_path_factory) -> str:
   """Where tfds builds the real datasets; VAE_JAX_TFDS_DIR lets CI reuse a cache."""
   return os.environ.get("VAE_JAX_TFDS_DIR") or str(tmp_path_factory.mktemp("tfds"))
+
+
+@pytest.fixture
+def closed_managers(monkeypatch):
+  """The vae_jax.checkpoints.RunCheckpoints closed so far (each close is recorded, then
+  done)."""
+  from vae_jax import checkpoints
+
+  closed, close = [], checkpoints.RunCheckpoints.close
+
+  def recorded_close(self):
+    closed.append(self)
+    close(self)
+
+  monkeypatch.setattr(checkpoints.RunCheckpoints, "close", recorded_close)
+  return closed

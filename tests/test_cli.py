@@ -69,8 +69,8 @@ def test_train_then_redraw_from_checkpoint(tmp_path, mock_mnist, model_name, arc
   assert [r["epoch"] for r in workdir_lib.read_metrics(workdir)] == [1, 2]
   with open(os.path.join(workdir, "metrics.csv")) as f:
     assert f.readline().strip() == ",".join(workdir_lib.METRICS_COLUMNS)
-  manager = checkpoints.RunCheckpoints(workdir, read_only=True)
-  assert manager.milestone_epochs() == [1, 2]
+  with checkpoints.RunCheckpoints(workdir, read_only=True) as manager:
+    assert manager.milestone_epochs() == [1, 2]
   for epoch in (1, 2):
     folder = workdir_lib.plots_dir(workdir, epoch)
     for name in FIGURES + ("latent_manifold.png",):
@@ -131,7 +131,8 @@ def test_checkpoint_round_trip_is_bit_identical(tmp_path):
   manager.save_milestone(1, state)
   manager.close()
   template = parallel.put_replicated(steps.init_state(model, tx, seed=99), mesh)
-  restored = checkpoints.RunCheckpoints(str(tmp_path), read_only=True).restore_milestone(1, template)
+  with checkpoints.RunCheckpoints(str(tmp_path), read_only=True) as manager:
+    restored = manager.restore_milestone(1, template)
   assert type(restored) is type(state)
   for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(restored)):
     assert a.dtype == b.dtype
@@ -167,7 +168,8 @@ def test_a_new_architecture_registered_as_the_readme_says_trains_and_redraws(
                               f"--data_dir={tmp_path / 'tfds'}"])
   losses = [r["train_loss"] for r in workdir_lib.read_metrics(workdir)]
   assert len(losses) == 2 and np.isfinite(losses).all()
-  assert checkpoints.RunCheckpoints(workdir, read_only=True).milestone_epochs() == [2]
+  with checkpoints.RunCheckpoints(workdir, read_only=True) as manager:
+    assert manager.milestone_epochs() == [2]
   out = tmp_path / "redrawn"
   run_entry_point(plot.main, [f"--workdir={workdir}", "--epoch=2", f"--out={out}"])
   for name in FIGURES:

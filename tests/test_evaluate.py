@@ -49,8 +49,8 @@ def evaluated(tmp_path_factory, mnist_dir, tfds_dir):
   config = Config(epochs=2, milestones=(2,), train_examples=6_400, data_dir=tfds_dir,
                   manual_dir=mnist_dir)
   train.train_and_evaluate(config, workdir, log=lambda line: None)
-  run = restore.open_run(workdir)
-  state = restore.restore(run, 2)
+  with restore.open_run(workdir) as run:
+    state = restore.restore(run, 2)
   images = train.load_data(run.config).val.images[:NUM_IMAGES]
   mean, logvar = (np.asarray(a) for a in run.model.apply(
       {"params": state.params}, images.astype(np.float32) / 255.0, None, method="encode"))

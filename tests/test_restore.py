@@ -25,19 +25,6 @@ def saved_run(workdir: str, milestones=(1, 2), num_devices=None) -> Config:
   return config
 
 
-@pytest.fixture
-def closed_managers(monkeypatch):
-  """The RunCheckpoints closed so far (close is recorded, then done)."""
-  closed, close = [], checkpoints.RunCheckpoints.close
-
-  def recorded_close(self):
-    closed.append(self)
-    close(self)
-
-  monkeypatch.setattr(checkpoints.RunCheckpoints, "close", recorded_close)
-  return closed
-
-
 def test_a_run_opens_with_the_data_dir_given_and_the_epoch_asked_for(tmp_path, closed_managers):
   saved_run(str(tmp_path))
   closed_managers.clear()
@@ -51,6 +38,9 @@ def test_a_run_opens_with_the_data_dir_given_and_the_epoch_asked_for(tmp_path, c
   with restore.open_run(str(tmp_path)) as kept:
     assert kept.config.data_dir == str(tmp_path / "old_tfds")
   assert closed_managers == [run.manager, kept.manager]
+  with checkpoints.RunCheckpoints(str(tmp_path), read_only=True) as manager:
+    assert manager.milestone_epochs() == [1, 2]
+  assert closed_managers[-1] is manager
 
 
 def test_a_run_without_a_milestone_yet_is_one_line(tmp_path, closed_managers):

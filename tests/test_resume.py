@@ -38,7 +38,8 @@ def final_state(workdir, config):
   model = models.make_model(config.model, config.arch, config.latent_dim)
   tx = steps.make_optimizer(config)
   template = parallel.put_replicated(steps.init_state(model, tx, config.seed), parallel.make_mesh())
-  return checkpoints.RunCheckpoints(workdir, read_only=True).restore_milestone(config.epochs, template)
+  with checkpoints.RunCheckpoints(workdir, read_only=True) as manager:
+    return manager.restore_milestone(config.epochs, template)
 
 
 def assert_states_equal(a, b):
@@ -161,9 +162,9 @@ def test_half_written_checkpoint_is_never_restored(tmp_path, tfds_dir, mnist_dir
   partial = os.path.join(latest, "5.orbax-checkpoint-tmp")
   shutil.copytree(os.path.join(latest, "1"), partial)
   os.remove(os.path.join(partial, "_CHECKPOINT_METADATA"))
-  manager = checkpoints.RunCheckpoints(workdir, read_only=True)
-  assert manager.newest_description().startswith("epoch 2 ")
-  assert manager.latest.all_steps() == [1]
+  with checkpoints.RunCheckpoints(workdir, read_only=True) as manager:
+    assert manager.newest_description().startswith("epoch 2 ")
+    assert manager.latest.all_steps() == [1]
 
   # A row whose epoch never reached a checkpoint (a kill after the row was written).
   with open(os.path.join(workdir, workdir_lib.METRICS_FILE), "a") as f:
@@ -207,7 +208,8 @@ def test_divergence_stops_at_once_and_keeps_the_last_good_checkpoint(tmp_path, t
     train.train_and_evaluate(absurd, workdir, log=lambda _: None)
   assert [r["epoch"] for r in workdir_lib.read_metrics(workdir)] == [1, 2]
   assert_states_equal(final_state(workdir, config), good)
-  assert checkpoints.RunCheckpoints(workdir, read_only=True).milestone_epochs() == [2]
+  with checkpoints.RunCheckpoints(workdir, read_only=True) as manager:
+    assert manager.milestone_epochs() == [2]
 
 
 def test_corrupt_data_file_gives_a_checksum_hint(tmp_path, mnist_dir):
@@ -239,7 +241,8 @@ def test_overwrite_keeps_the_old_run_when_the_new_data_fails_to_load(tmp_path, t
   with pytest.raises(input_pipeline.DataError, match="not the official mnist file"):
     train.train_and_evaluate(wrong_files, workdir, overwrite=True, log=lambda _: None)
   assert sorted(os.listdir(workdir)) == before
-  assert checkpoints.RunCheckpoints(workdir, read_only=True).milestone_epochs() == [1]
+  with checkpoints.RunCheckpoints(workdir, read_only=True) as manager:
+    assert manager.milestone_epochs() == [1]
 
 
 def test_figures_cut_short_are_drawn_on_resume_and_a_lower_epochs_needs_overwrite(
@@ -273,7 +276,8 @@ def test_figures_cut_short_are_drawn_on_resume_and_a_lower_epochs_needs_overwrit
 # tensorstore's reads still in flight when the restore fails report to a closed event
 # loop; checkpoints drops those reports, so pytest must not see them either.
 @pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
-def test_a_damaged_checkpoint_is_one_line_naming_it(tmp_path, tfds_dir, mnist_dir):
+def test_a_damaged_checkpoint_is_one_line_naming_it(tmp_path, tfds_dir, mnist_dir,
+                                                    closed_managers):
   config = small_config(tfds_dir, mnist_dir, epochs=1, milestones=(1,))
   workdir = str(tmp_path / "run")
   train.train_and_evaluate(config, workdir, log=lambda _: None)
@@ -284,14 +288,16 @@ def test_a_damaged_checkpoint_is_one_line_naming_it(tmp_path, tfds_dir, mnist_di
   for path in data_files:
     with open(path, "r+b") as f:
       f.truncate(8)
-  run = restore.open_run(workdir)
   with pytest.raises(checkpoints.CheckpointError) as error:
-    restore.restore(run, 1)
+    with restore.open_run(workdir) as run:
+      restore.restore(run, 1)
   message = str(error.value)
   assert "\n" not in message and step in message and "Move it out" in message
   longer = dataclasses.replace(config, epochs=2, milestones=(2,))
+  closed_managers.clear()
   with pytest.raises(checkpoints.CheckpointError):
     train.train_and_evaluate(longer, workdir, log=lambda _: None)
+  assert len(closed_managers) == 1  # the run's checkpoints, closed on the error
   # From the command line: the error line and nothing else (no stray tracebacks).
   result = subprocess.run([sys.executable, "-m", "vae_jax.main", *cli_args(longer, workdir)],
                           env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, text=True,
@@ -332,7 +338,8 @@ def test_a_run_stopped_before_its_last_milestone_gets_one_at_a_lower_epochs(tmp_
   done = dataclasses.replace(config, epochs=2, milestones=(2,))
   train.train_and_evaluate(done, workdir, log=lines.append)
   assert any(l.startswith("milestone 2: checkpoint saved") for l in lines), lines
-  assert checkpoints.RunCheckpoints(workdir, read_only=True).milestone_epochs() == [2]
+  with checkpoints.RunCheckpoints(workdir, read_only=True) as manager:
+    assert manager.milestone_epochs() == [2]
   assert "latent_scatter.png" in os.listdir(workdir_lib.plots_dir(workdir, 2))
   assert config_lib.load(workdir) == done
   assert config_lib.changes_on_resume(workdir) == [

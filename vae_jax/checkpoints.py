@@ -120,8 +120,14 @@ class RunCheckpoints:
   def save_latest(self, epoch: int, state) -> None:
     self.latest.save(epoch, args=ocp.args.StandardSave(state))
 
+  def __enter__(self) -> "RunCheckpoints":
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    self.close()
+
   def close(self) -> None:
-    """Waits for asynchronous saves to finish."""
+    """Waits for asynchronous saves to finish; closing again does nothing more."""
     for manager in (self.milestones, self.latest):
       manager.wait_until_finished()
       manager.close()

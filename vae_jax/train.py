@@ -218,59 +218,59 @@ def train_and_evaluate(config: Config, workdir: str, overwrite: bool = False,
   model = models.make_model(config.model, config.arch, config.latent_dim)
   tx = steps.make_optimizer(config)
   fns = steps.compile_fns(model, tx, config, mesh)
-  manager = checkpoints.RunCheckpoints(workdir)
-  fresh = parallel.put_replicated(steps.init_state(model, tx, config.seed), mesh)
-  state = manager.restore_newest(fresh) or fresh
-  start = int(state.epoch)
-  history = workdir_lib.truncate_metrics(workdir, start, write=writer)  # appended to below
+  # Closed on every way out: an error before training too (a damaged checkpoint).
+  with checkpoints.RunCheckpoints(workdir) as manager:
+    fresh = parallel.put_replicated(steps.init_state(model, tx, config.seed), mesh)
+    state = manager.restore_newest(fresh) or fresh
+    start = int(state.epoch)
+    history = workdir_lib.truncate_metrics(workdir, start, write=writer)  # appended to below
 
-  def draw(milestone_state: steps.TrainState, epoch: int) -> str:
-    return report.write_milestone(milestone_state, model, config, data, history, workdir, epoch,
-                                  mesh)
+    def draw(milestone_state: steps.TrainState, epoch: int) -> str:
+      return report.write_milestone(milestone_state, model, config, data, history, workdir,
+                                    epoch, mesh)
 
-  redraw_unfinished_figures(manager, state, draw, workdir, log)
-  finished = start == config.epochs
-  # Stopped there (Ctrl-C), and now the run's last epoch: it gets the last milestone.
-  lacks_last_milestone = finished and start not in manager.milestone_epochs()
-  if resuming and (lacks_last_milestone or not finished) and writer:
-    config_lib.save(config, workdir, resumed=(start, changed) if start and changed else None)
-  if finished:
-    if lacks_last_milestone:
-      save_milestone(manager, state, start, draw, log)
-    manager.close()
-    log(f"{workdir} is already trained for {start} epochs; pass a larger --epochs to go on")
+    redraw_unfinished_figures(manager, state, draw, workdir, log)
+    finished = start == config.epochs
+    # Stopped there (Ctrl-C), and now the run's last epoch: it gets the last milestone.
+    lacks_last_milestone = finished and start not in manager.milestone_epochs()
+    if resuming and (lacks_last_milestone or not finished) and writer:
+      config_lib.save(config, workdir, resumed=(start, changed) if start and changed else None)
+    if finished:
+      if lacks_last_milestone:
+        save_milestone(manager, state, start, draw, log)
+      log(f"{workdir} is already trained for {start} epochs; pass a larger --epochs to go on")
+      return state
+    if start:
+      log(f"resuming from the checkpoint of epoch {start} in {workdir}"
+          + (f" with changed settings: {'; '.join(changed)}" if changed else ""))
+    train_data, val_data = parallel.put_replicated(
+        ((data.train.images, data.train.labels), (data.val.images, data.val.labels)), mesh)
+    log(f"training {config.model}/{config.arch} z={config.latent_dim} on "
+        f"{len(data.train.images)} {config.dataset} images, {mesh.size} "
+        f"{jax.default_backend()} device(s); epochs {start + 1}..{config.epochs}, "
+        f"milestones {list(config.milestone_epochs)}; compiling...")
+    # Also while close() waits for the last saves (closing again at the with's end is a no-op).
+    with stop_at_epoch_end(notice, same_command(overwrite)) as stop_requested:
+      try:
+        run_start = time.time()
+        for epoch in range(start + 1, config.epochs + 1):
+          state, row = train_one_epoch(fns, state, train_data, val_data, epoch, manager, overwrite)
+          history.append(row)
+          if writer:
+            workdir_lib.write_metrics(workdir, history)
+          seconds_per_epoch = (time.time() - run_start) / (epoch - start)
+          log(progress_line(row, config.epochs, seconds_per_epoch * (config.epochs - epoch)))
+          milestone = epoch in config.milestone_epochs
+          if milestone:
+            save_milestone(manager, state, epoch, draw, log)
+          # Asked once the milestone is saved (a Ctrl-C while it was drawn counts), and of
+          # every process: all stop after the same epoch.
+          stop = hosts.any_process(stop_requested())
+          if not milestone and (epoch % config.checkpoint_every == 0 or stop):
+            manager.save_latest(epoch, state)
+          if stop and epoch < config.epochs:
+            raise Interrupted(f"interrupted after epoch {epoch}, which is saved; "
+                              f"{same_command(overwrite)} goes on from there")
+      finally:
+        manager.close()  # waits for asynchronous saves, also when training stopped early
     return state
-  if start:
-    log(f"resuming from the checkpoint of epoch {start} in {workdir}"
-        + (f" with changed settings: {'; '.join(changed)}" if changed else ""))
-  train_data, val_data = parallel.put_replicated(
-      ((data.train.images, data.train.labels), (data.val.images, data.val.labels)), mesh)
-  log(f"training {config.model}/{config.arch} z={config.latent_dim} on "
-      f"{len(data.train.images)} {config.dataset} images, {mesh.size} "
-      f"{jax.default_backend()} device(s); epochs {start + 1}..{config.epochs}, "
-      f"milestones {list(config.milestone_epochs)}; compiling...")
-  # Also while close() waits for saves.
-  with stop_at_epoch_end(notice, same_command(overwrite)) as stop_requested:
-    try:
-      run_start = time.time()
-      for epoch in range(start + 1, config.epochs + 1):
-        state, row = train_one_epoch(fns, state, train_data, val_data, epoch, manager, overwrite)
-        history.append(row)
-        if writer:
-          workdir_lib.write_metrics(workdir, history)
-        seconds_per_epoch = (time.time() - run_start) / (epoch - start)
-        log(progress_line(row, config.epochs, seconds_per_epoch * (config.epochs - epoch)))
-        milestone = epoch in config.milestone_epochs
-        if milestone:
-          save_milestone(manager, state, epoch, draw, log)
-        # Asked once the milestone is saved (a Ctrl-C while it was drawn counts), and of
-        # every process: all stop after the same epoch.
-        stop = hosts.any_process(stop_requested())
-        if not milestone and (epoch % config.checkpoint_every == 0 or stop):
-          manager.save_latest(epoch, state)
-        if stop and epoch < config.epochs:
-          raise Interrupted(f"interrupted after epoch {epoch}, which is saved; "
-                            f"{same_command(overwrite)} goes on from there")
-    finally:
-      manager.close()  # waits for asynchronous saves, also when training stopped early
-  return state
