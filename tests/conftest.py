@@ -53,6 +53,14 @@ def tfds_dir(tmp_path_factory) -> str:
   return os.environ.get("VAE_JAX_TFDS_DIR") or str(tmp_path_factory.mktemp("tfds"))
 
 
+def milestone_epochs(workdir: str) -> list[int]:
+  """The milestone epochs saved in workdir, read through a manager that is closed again."""
+  from vae_jax import checkpoints
+
+  with checkpoints.RunCheckpoints(workdir, read_only=True) as manager:
+    return manager.milestone_epochs()
+
+
 @pytest.fixture
 def closed_managers(monkeypatch):
   """The vae_jax.checkpoints.RunCheckpoints closed so far (each close is recorded, then

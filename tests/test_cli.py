@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 from absl import flags
+from conftest import milestone_epochs
 
 from vae_jax import (checkpoints, classifier, cli, evaluate, generate, main, models, parallel,
                      plot, report, steps)
@@ -69,8 +70,7 @@ def test_train_then_redraw_from_checkpoint(tmp_path, mock_mnist, model_name, arc
   assert [r["epoch"] for r in workdir_lib.read_metrics(workdir)] == [1, 2]
   with open(os.path.join(workdir, "metrics.csv")) as f:
     assert f.readline().strip() == ",".join(workdir_lib.METRICS_COLUMNS)
-  with checkpoints.RunCheckpoints(workdir, read_only=True) as manager:
-    assert manager.milestone_epochs() == [1, 2]
+  assert milestone_epochs(workdir) == [1, 2]
   for epoch in (1, 2):
     folder = workdir_lib.plots_dir(workdir, epoch)
     for name in FIGURES + ("latent_manifold.png",):
@@ -127,9 +127,8 @@ def test_checkpoint_round_trip_is_bit_identical(tmp_path):
   images = parallel.put_replicated(np.random.default_rng(0).integers(0, 256, (64, 28, 28, 1),
                                                                      dtype=np.uint8), mesh)
   state, _ = steps.compile_fns(model, tx, config, mesh).train_epoch(state, images)
-  manager = checkpoints.RunCheckpoints(str(tmp_path))
-  manager.save_milestone(1, state)
-  manager.close()
+  with checkpoints.RunCheckpoints(str(tmp_path)) as manager:
+    manager.save_milestone(1, state)
   template = parallel.put_replicated(steps.init_state(model, tx, seed=99), mesh)
   with checkpoints.RunCheckpoints(str(tmp_path), read_only=True) as manager:
     restored = manager.restore_milestone(1, template)
@@ -168,8 +167,7 @@ def test_a_new_architecture_registered_as_the_readme_says_trains_and_redraws(
                               f"--data_dir={tmp_path / 'tfds'}"])
   losses = [r["train_loss"] for r in workdir_lib.read_metrics(workdir)]
   assert len(losses) == 2 and np.isfinite(losses).all()
-  with checkpoints.RunCheckpoints(workdir, read_only=True) as manager:
-    assert manager.milestone_epochs() == [2]
+  assert milestone_epochs(workdir) == [2]
   out = tmp_path / "redrawn"
   run_entry_point(plot.main, [f"--workdir={workdir}", "--epoch=2", f"--out={out}"])
   for name in FIGURES:

@@ -14,7 +14,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import REPO, milestone_epochs
 from vae_jax import checkpoints, input_pipeline, models, parallel, restore, steps, train
 from vae_jax import config as config_lib, workdir as workdir_lib
 from vae_jax.config import Config, ConfigError
@@ -208,8 +208,7 @@ def test_divergence_stops_at_once_and_keeps_the_last_good_checkpoint(tmp_path, t
     train.train_and_evaluate(absurd, workdir, log=lambda _: None)
   assert [r["epoch"] for r in workdir_lib.read_metrics(workdir)] == [1, 2]
   assert_states_equal(final_state(workdir, config), good)
-  with checkpoints.RunCheckpoints(workdir, read_only=True) as manager:
-    assert manager.milestone_epochs() == [2]
+  assert milestone_epochs(workdir) == [2]
 
 
 def test_corrupt_data_file_gives_a_checksum_hint(tmp_path, mnist_dir):
@@ -241,8 +240,7 @@ def test_overwrite_keeps_the_old_run_when_the_new_data_fails_to_load(tmp_path, t
   with pytest.raises(input_pipeline.DataError, match="not the official mnist file"):
     train.train_and_evaluate(wrong_files, workdir, overwrite=True, log=lambda _: None)
   assert sorted(os.listdir(workdir)) == before
-  with checkpoints.RunCheckpoints(workdir, read_only=True) as manager:
-    assert manager.milestone_epochs() == [1]
+  assert milestone_epochs(workdir) == [1]
 
 
 def test_figures_cut_short_are_drawn_on_resume_and_a_lower_epochs_needs_overwrite(
@@ -338,8 +336,7 @@ def test_a_run_stopped_before_its_last_milestone_gets_one_at_a_lower_epochs(tmp_
   done = dataclasses.replace(config, epochs=2, milestones=(2,))
   train.train_and_evaluate(done, workdir, log=lines.append)
   assert any(l.startswith("milestone 2: checkpoint saved") for l in lines), lines
-  with checkpoints.RunCheckpoints(workdir, read_only=True) as manager:
-    assert manager.milestone_epochs() == [2]
+  assert milestone_epochs(workdir) == [2]
   assert "latent_scatter.png" in os.listdir(workdir_lib.plots_dir(workdir, 2))
   assert config_lib.load(workdir) == done
   assert config_lib.changes_on_resume(workdir) == [
