@@ -64,6 +64,26 @@ def check_request(model_name: str, conditional: bool, digit: Optional[int], num:
     raise ConfigError(f"--out={out} exists; pass --overwrite to replace it")
 
 
+def write_grid(images, out: str, title: str) -> None:
+  """images [N, 28, 28] as one nearly square PNG grid at out; a ConfigError if it cannot
+  be written."""
+  from vae_jax import plots
+
+  try:
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    plots.image_grid(as_grid(images, grid_shape(len(images))[1]), out, title)
+  except OSError as e:
+    raise ConfigError(f"--out={out} cannot be written: {e.strerror or e}") from None
+
+
+def recognised(images, digit: int, judge: str, dataset: str) -> int:
+  """How many of images [N, 28, 28] the classifier in judge labels as digit."""
+  from vae_jax import classifier as classifier_lib
+
+  clf = classifier_lib.load_classifier(judge, dataset)
+  return int((classifier_lib.predict(clf, images[..., None]) == digit).sum())
+
+
 def generate(workdir: str, digit: Optional[int] = None, num: int = 64, out: Optional[str] = None,
              epoch: Optional[int] = None, sample_seed: int = 0,
              data_dir: Optional[str] = None, manual_dir: Optional[str] = None,
@@ -76,7 +96,7 @@ def generate(workdir: str, digit: Optional[int] = None, num: int = 64, out: Opti
   import jax
   import numpy as np
 
-  from vae_jax import classifier as classifier_lib, plots, report, restore, train
+  from vae_jax import classifier as classifier_lib, report, restore, train
   from vae_jax.input_pipeline import CLASS_NAMES
 
   validate_seed("sample_seed", sample_seed)
@@ -94,19 +114,13 @@ def generate(workdir: str, digit: Optional[int] = None, num: int = 64, out: Opti
   name = "" if digit is None else f"digit_{digit}_"
   out = out or os.path.join(workdir, f"generated_{name}epoch_{epoch:03d}.png")
   what = "samples" if digit is None else f"samples of label {CLASS_NAMES[config.dataset][digit]}"
-  try:
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    plots.image_grid(as_grid(images, grid_shape(num)[1]), out,
-                     f"{config.dataset} {config.model}/{config.arch}, z={config.latent_dim}, "
-                     f"epoch {epoch}: {num} {what}, {prior.description}")
-  except OSError as e:
-    raise ConfigError(f"--out={out} cannot be written: {e.strerror or e}") from None
+  write_grid(images, out, f"{config.dataset} {config.model}/{config.arch}, "
+             f"z={config.latent_dim}, epoch {epoch}: {num} {what}, {prior.description}")
   summary = f"wrote {out}: {num} {what} from epoch {epoch}"
   judge = classifier_workdir or cli.default_classifier_workdir(config.dataset)
   if digit is not None and classifier_lib.has_classifier(judge):
-    clf = classifier_lib.load_classifier(judge, config.dataset)
-    recognised = int((classifier_lib.predict(clf, images[..., None]) == digit).sum())
-    summary += f"; the classifier in {judge} recognises {recognised} of {num} as asked"
+    summary += (f"; the classifier in {judge} recognises "
+                f"{recognised(images, digit, judge, config.dataset)} of {num} as asked")
   return summary
 
 
