@@ -27,6 +27,7 @@ sys.path.insert(0, _HERE)
 sys.path.insert(0, os.path.dirname(os.path.dirname(_HERE)))
 
 import keras_vae  # noqa: E402  (KERAS_BACKEND is tensorflow unless set)
+from mnist_files import DEFAULT_MANUAL_DIR  # noqa: E402
 
 
 def parse_args():
@@ -37,7 +38,7 @@ def parse_args():
   p.add_argument("--opponents", default="keras", help="comma-separated: keras, pytorch")
   p.add_argument("--jit_compile", choices=["true", "false"], default="false",
                  help="Keras's jit_compile")
-  p.add_argument("--manual_dir", default=os.path.join(_HERE, "..", "..", "..", "shared", "data", "mnist"))
+  p.add_argument("--manual_dir", default=DEFAULT_MANUAL_DIR)
   return p.parse_args()
 
 

@@ -20,13 +20,12 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import keras_vae  # noqa: E402  (sets KERAS_BACKEND before keras is imported)
-from mnist_files import load_mnist  # noqa: E402
+from mnist_files import DEFAULT_MANUAL_DIR, load_mnist  # noqa: E402
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from tensorflow.tsl.profiler.protobuf import xplane_pb2  # noqa: E402
 
-_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Scheduling and bookkeeping events that enclose the ops rather than being ops.
 _ENCLOSING = ("ExecutorState::Process", "EagerExecute", "EagerKernelExecute",
               "KernelAndDeviceFunc::Run", "TFE_", "EagerLocalExecute", "multi_step_on_iterator")
@@ -54,7 +53,7 @@ def main() -> None:
   parser.add_argument("--arch", choices=["mlp", "conv"], default="conv")
   parser.add_argument("--steps", type=int, default=40)
   parser.add_argument("--min_ms", type=float, default=0.25)
-  parser.add_argument("--manual_dir", default=os.path.join(_REPO, "..", "shared", "data", "mnist"))
+  parser.add_argument("--manual_dir", default=DEFAULT_MANUAL_DIR)
   args = parser.parse_args()
 
   keras.utils.set_random_seed(0)

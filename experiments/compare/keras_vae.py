@@ -7,7 +7,6 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-import argparse  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import sys  # noqa: E402
@@ -27,23 +26,14 @@ else:
   sys.exit(f"KERAS_BACKEND={BACKEND}: only tensorflow and jax have a train step here")
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from mnist_files import load_mnist  # noqa: E402
-
-_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from mnist_files import load_mnist, run_parser  # noqa: E402
 
 
 def parse_args():
-  p = argparse.ArgumentParser(description=__doc__)
-  p.add_argument("--arch", choices=["mlp", "conv"], default="mlp")
-  p.add_argument("--batch_size", type=int, default=128)
-  p.add_argument("--latent_dim", type=int, default=2)
-  p.add_argument("--epochs", type=int, default=2)
-  p.add_argument("--manual_dir", default=os.path.join(_REPO, "..", "shared", "data", "mnist"))
-  p.add_argument("--train_examples", type=int, default=60000)
+  p = run_parser(__doc__)
   # Default false: on CPU the conv model ran faster without XLA (see README).
   p.add_argument("--jit_compile", choices=["true", "false"], default="false",
                  help="XLA-compile the train step (it is a tf.function either way)")
-  p.add_argument("--seed", type=int, default=0)
   p.add_argument("--steps_per_execution", type=int, default=1,
                  help="train steps per compiled call (Keras's compile() option)")
   return p.parse_args()

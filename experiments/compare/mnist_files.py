@@ -1,8 +1,13 @@
-"""Read the official MNIST gzip IDX files into uint8 numpy arrays."""
+"""What the comparison scripts share: the official MNIST gzip IDX files, read into uint8
+numpy arrays, and the flags of one training run."""
+import argparse
 import gzip
 import os
 
 import numpy as np
+
+_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DEFAULT_MANUAL_DIR = os.path.join(_REPO, "..", "shared", "data", "mnist")
 
 
 def _read_idx(path, offset):
@@ -15,3 +20,16 @@ def load_mnist(folder, split="train"):
   images = _read_idx(os.path.join(folder, f"{split}-images-idx3-ubyte.gz"), 16)
   labels = _read_idx(os.path.join(folder, f"{split}-labels-idx1-ubyte.gz"), 8)
   return images.reshape(-1, 28, 28), labels
+
+
+def run_parser(description):
+  """An argument parser with the flags every framework's training script takes."""
+  p = argparse.ArgumentParser(description=description)
+  p.add_argument("--arch", choices=["mlp", "conv"], default="mlp")
+  p.add_argument("--batch_size", type=int, default=128)
+  p.add_argument("--latent_dim", type=int, default=2)
+  p.add_argument("--epochs", type=int, default=2)
+  p.add_argument("--manual_dir", default=DEFAULT_MANUAL_DIR)
+  p.add_argument("--train_examples", type=int, default=60000)
+  p.add_argument("--seed", type=int, default=0)
+  return p

@@ -1,5 +1,4 @@
 """PyTorch (eager) MNIST VAE training benchmark matching the vae_jax networks, on CPU or CUDA."""
-import argparse
 import json
 import os
 import platform
@@ -12,20 +11,11 @@ from torch import nn
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from mnist_files import load_mnist  # noqa: E402
-
-_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from mnist_files import load_mnist, run_parser  # noqa: E402
 
 
 def parse_args():
-  p = argparse.ArgumentParser(description=__doc__)
-  p.add_argument("--arch", choices=["mlp", "conv"], default="mlp")
-  p.add_argument("--batch_size", type=int, default=128)
-  p.add_argument("--latent_dim", type=int, default=2)
-  p.add_argument("--epochs", type=int, default=2)
-  p.add_argument("--manual_dir", default=os.path.join(_REPO, "..", "shared", "data", "mnist"))
-  p.add_argument("--train_examples", type=int, default=60000)
-  p.add_argument("--seed", type=int, default=0)
+  p = run_parser(__doc__)
   p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
                  help="cuda: the data, model and optimizer on the GPU (cuDNN autotuning on)")
   p.add_argument("--compile", action="store_true",
