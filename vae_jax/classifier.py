@@ -202,6 +202,26 @@ def compile_epoch(model: DigitNet, tx: optax.GradientTransformation, batch_size:
                  donate_argnums=0, compiler_options=steps.epoch_compiler_options())
 
 
+def check_workdir(workdir: str, overwrite: bool) -> None:
+  """A ConfigError unless workdir may receive a new classifier."""
+  refuse_foreign_folder(workdir, overwrite)
+  if has_classifier(workdir) and not overwrite:
+    raise ConfigError(f"--workdir={workdir} already holds a trained classifier; "
+                      "pass --overwrite to train a new one")
+
+
+def load_splits(config: Config) -> tuple[input_pipeline.Split, input_pipeline.Split]:
+  """The (train, test) splits of config.dataset; a ConfigError if a batch is larger than
+  the training set."""
+  load = functools.partial(input_pipeline.load_split, config.dataset,
+                           data_dir=config.data_dir, manual_dir=config.manual_dir)
+  train, test = load(input_pipeline.train_split(config.train_examples)), load("test")
+  if len(train.labels) < config.batch_size:
+    raise ConfigError(f"--batch_size={config.batch_size} is larger than the training set "
+                      f"({len(train.labels)} images)")
+  return train, test
+
+
 def train_classifier(config: Config, workdir: str, overwrite: bool = False,
                      log: Callable[[str], None] = print) -> Classifier:
   """Trains on config.dataset, evaluates on its test split each epoch, saves to workdir.
@@ -209,16 +229,8 @@ def train_classifier(config: Config, workdir: str, overwrite: bool = False,
   Of config it uses dataset, epochs, batch_size, learning_rate, seed, train_examples,
   data_dir and manual_dir.
   """
-  refuse_foreign_folder(workdir, overwrite)
-  if has_classifier(workdir) and not overwrite:
-    raise ConfigError(f"--workdir={workdir} already holds a trained classifier; "
-                      "pass --overwrite to train a new one")
-  load = functools.partial(input_pipeline.load_split, config.dataset,
-                           data_dir=config.data_dir, manual_dir=config.manual_dir)
-  train, test = load(input_pipeline.train_split(config.train_examples)), load("test")
-  if len(train.labels) < config.batch_size:
-    raise ConfigError(f"--batch_size={config.batch_size} is larger than the training set "
-                      f"({len(train.labels)} images)")
+  check_workdir(workdir, overwrite)
+  train, test = load_splits(config)
   classifier = new_classifier(config.seed, config.dataset)
   tx = optax.adam(config.learning_rate)
   state = TrainState(classifier.params, tx.init(classifier.params))
