@@ -59,3 +59,68 @@ def test_a_run_opens_on_as_many_devices_as_it_trained_on(tmp_path):
                           capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-2000:]
   assert result.stdout.split()[-1] == "2"  # of the 4 visible
+
+
+def test_only_the_late_reads_of_a_checkpoint_being_restored_are_dropped(tmp_path, monkeypatch):
+  """A failed restore's other reads fail later, reported by asyncio ("Task exception was
+  never retrieved") or as unraisable exceptions, or are never begun (a RuntimeWarning);
+  those naming the checkpoint, or Orbax's read, are dropped, any other report goes through."""
+  import inspect
+  import logging
+  import types
+  import warnings
+
+  from orbax.checkpoint._src.serialization import serialization
+
+  passed_on = []
+  monkeypatch.setattr(sys, "unraisablehook", passed_on.append)
+  monkeypatch.setattr(checkpoints, "_restoring", set())
+  with warnings.catch_warnings(record=True) as warned:
+    warnings.simplefilter("always")
+    checkpoints._drop_late_reads(str(tmp_path / "checkpoints" / "2"))
+    for name in (checkpoints.ORBAX_READ_COROUTINE, "something_else"):
+      warnings.warn(f"coroutine '{name}' was never awaited", RuntimeWarning)
+  assert [str(w.message) for w in warned] == ["coroutine 'something_else' was never awaited"]
+  # the read coroutine that a failed restore leaves unawaited (a pinned Orbax's private name)
+  assert inspect.iscoroutinefunction(getattr(serialization, checkpoints.ORBAX_READ_COROUTINE))
+
+  def read_error(step: str) -> ValueError:
+    return ValueError(f'OUT_OF_RANGE: Error reading "params.kernel/0.0" in OCDBT database at '
+                      f'local file "{tmp_path}/checkpoints/{step}/default/": Requested byte '
+                      "range [0, 12) is not valid for value of size 8")
+
+  def reported(message: str, error: Exception) -> bool:
+    record = logging.getLogger("asyncio").makeRecord(
+        "asyncio", logging.ERROR, __file__, 1, message, (), (type(error), error, None))
+    return logging.getLogger("asyncio").filter(record)
+
+  assert not reported("Task exception was never retrieved", read_error("2"))
+  assert not reported("_GatheringFuture exception was never retrieved", read_error("2"))
+  assert reported("Task exception was never retrieved", read_error("20"))  # not being restored
+  assert reported("Task exception was never retrieved", ValueError("something else"))
+  assert reported("Unclosed client session", read_error("2"))
+  for error in (read_error("2"), RuntimeError("Event loop is closed"), read_error("20"),
+                ValueError("something else")):
+    sys.unraisablehook(types.SimpleNamespace(exc_value=error))
+  assert [str(u.exc_value) for u in passed_on] == [str(read_error("20")), "something else"]
+
+
+def test_a_failed_restore_is_told_by_its_deepest_cause_in_one_short_line():
+  def chained() -> Exception:
+    try:
+      try:
+        raise ValueError('OUT_OF_RANGE: Error reading "params.kernel/0.0"\nsecond line')
+      except ValueError as read_error:
+        raise Exception("Encountered error while reading array index: (slice(0, 2, 1),). "
+                        "See full TensorStore details: <bound method ...>") from read_error
+    except Exception as e:
+      return e
+
+  assert (checkpoints.failure_reason(chained())
+          == 'ValueError: OUT_OF_RANGE: Error reading "params.kernel/0.0"')
+  wrapped_only = Exception("Encountered error while reading array index: (slice(0, 2, 1),). "
+                           "See full TensorStore details: <bound method ...>")
+  assert (checkpoints.failure_reason(wrapped_only)
+          == "Exception: Encountered error while reading array index: (slice(0, 2, 1),).")
+  long = checkpoints.failure_reason(OSError("x" * 500), most=40)
+  assert len(long) == 40 and long.startswith("OSError: xxx") and long.endswith("…")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+import warnings
 from typing import Optional, TypeVar
 
 import jax
@@ -28,16 +30,43 @@ def saved_epochs(workdir: str) -> list[int]:
                 for name in os.listdir(os.path.join(workdir, d)) if name.isdigit())
 
 
+# The checkpoints this process has begun to restore, as tensorstore names their files.
+_restoring: set[str] = set()
+ORBAX_READ_COROUTINE = "_read_array_index_and_device_put"
+
+
+def _names_a_restored_checkpoint(error: Optional[BaseException]) -> bool:
+  return error is not None and any(path in str(error) for path in _restoring)
+
+
 def _is_late_read(unraisable) -> bool:
-  """tensorstore's reads still in flight when a restore fails report to the event loop
-  Orbax has already closed: a RuntimeError nobody can catch, printed as a traceback."""
-  return (isinstance(unraisable.exc_value, RuntimeError)
-          and str(unraisable.exc_value) == "Event loop is closed")
+  """A failed restore leaves tensorstore's other reads behind, and they end as tracebacks
+  nobody can catch: a report to the event loop Orbax has already closed, or a read
+  coroutine that failed while it was being discarded."""
+  error = unraisable.exc_value
+  return ((isinstance(error, RuntimeError) and str(error) == "Event loop is closed")
+          or _names_a_restored_checkpoint(error))
 
 
-def _drop_late_reads() -> None:
-  """Keeps those tracebacks away from a damaged checkpoint's one-line error; every other
-  unraisable exception still goes to the hook that was there."""
+def _is_orphaned_read(record: logging.LogRecord) -> bool:
+  """asyncio's report of such a read that failed with nobody waiting for it ("Task
+  exception was never retrieved"); its error names the checkpoint's files."""
+  return ("exception was never retrieved" in record.getMessage()
+          and _names_a_restored_checkpoint(record.exc_info[1] if record.exc_info else None))
+
+
+def _keep_report(record: logging.LogRecord) -> bool:
+  return not _is_orphaned_read(record)
+
+
+def _drop_late_reads(checkpoint: str) -> None:
+  """Keeps the late reads of this checkpoint away from its one-line error, should its
+  restore fail; every other unraisable exception and asyncio report still goes where it
+  went."""
+  _restoring.add(os.path.join(os.path.abspath(checkpoint), ""))
+  logging.getLogger("asyncio").addFilter(_keep_report)  # the same filter is not added twice
+  warnings.filterwarnings("ignore", category=RuntimeWarning,  # reads the restore never began
+                          message=f"coroutine '{ORBAX_READ_COROUTINE}' was never awaited")
   previous = sys.unraisablehook
   if getattr(previous, "drops_late_reads", False):
     return
@@ -50,15 +79,26 @@ def _drop_late_reads() -> None:
   sys.unraisablehook = hook
 
 
+def failure_reason(error: BaseException, most: int = 240) -> str:
+  """What went wrong deepest down, in one line of at most `most` characters: Orbax wraps
+  tensorstore's error (which names the array and the file) in one that adds a repr of
+  the whole TensorStore spec."""
+  while error.__cause__ is not None:
+    error = error.__cause__
+  line = f"{type(error).__name__}: {first_line(error)}".split(" See full TensorStore")[0]
+  return line if len(line) <= most else line[:most - 1] + "…"
+
+
 def _restore(manager: ocp.CheckpointManager, epoch: int, template: State) -> State:
-  _drop_late_reads()
+  checkpoint = os.path.join(str(manager.directory), str(epoch))
+  _drop_late_reads(checkpoint)
   try:
     return manager.restore(epoch, args=ocp.args.StandardRestore(abstract_like(template)))
   except Exception as e:  # Orbax raises ValueError, OSError, ... with many-line messages
     raise CheckpointError(
-        f"the checkpoint {os.path.join(str(manager.directory), str(epoch))} cannot be "
-        f"restored ({type(e).__name__}: {first_line(e)[:200]}); it is damaged or of another "
-        "model. Move it out of the run folder to resume from the checkpoint before it") from None
+        f"the checkpoint {checkpoint} cannot be "
+        f"restored ({failure_reason(e)}); it is damaged or of another model. Move it out "
+        "of the run folder to resume from the checkpoint before it") from None
 
 
 def abstract_like(state: State) -> State:
