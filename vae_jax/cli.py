@@ -13,14 +13,17 @@ from vae_jax.config import ConfigError
 USAGE_ERROR = 2
 
 # Flags every entry point has; defined once here so the entry points can share a process.
-flags.DEFINE_string("workdir", None, "The run folder (holds config.json, checkpoints/, plots/).")
+flags.DEFINE_string("workdir", None, "The run folder (holds config.json, checkpoints/, plots/; "
+                    "main: default runs/<dataset>_<model>_<arch>_z<latent_dim>); classifier: "
+                    "the classifier's folder (default runs/classifier_<dataset>).")
 flags.DEFINE_string("data_dir", None, "tensorflow-datasets data dir (default ~/tensorflow_datasets).")
 flags.DEFINE_integer("epoch", None, "A saved milestone epoch (plot: default every one; "
-                     "evaluate: default the last one).")
+                     "evaluate and generate: default the newest).")
 flags.DEFINE_string("manual_dir", None,
                     "Folder with the four official *-idx?-ubyte.gz files (for machines offline).")
-flags.DEFINE_string("out", None, "Where to write. plot: a folder for the figures (default "
-                    "W/plots/epoch_EEE); generate: a .png file (default "
+flags.DEFINE_string("out", None, "Where to write. plot: a folder for the figures, which go "
+                    "into OUT/epoch_EEE without --epoch (default W/plots/epoch_EEE); generate: a "
+                    ".png file (default "
                     "W/generated_[digit_D_]epoch_EEE.png).")
 flags.DEFINE_string("classifier_workdir", None, "The in-project classifier that judges samples "
                     "(default runs/classifier_<dataset>).")
