@@ -75,19 +75,25 @@ def test_only_the_late_reads_of_a_checkpoint_being_restored_are_dropped(tmp_path
   passed_on = []
   monkeypatch.setattr(sys, "unraisablehook", passed_on.append)
   monkeypatch.setattr(checkpoints, "_restoring", set())
+  sys.unraisablehook(types.SimpleNamespace(exc_value=RuntimeError("Event loop is closed")))
   with warnings.catch_warnings(record=True) as warned:
     warnings.simplefilter("always")
-    checkpoints._drop_late_reads(str(tmp_path / "checkpoints" / "2"))
+    checkpoints._hide_late_reads()
     for name in (checkpoints.ORBAX_READ_COROUTINE, "something_else"):
       warnings.warn(f"coroutine '{name}' was never awaited", RuntimeWarning)
   assert [str(w.message) for w in warned] == ["coroutine 'something_else' was never awaited"]
   # the read coroutine that a failed restore leaves unawaited (a pinned Orbax's private name)
   assert inspect.iscoroutinefunction(getattr(serialization, checkpoints.ORBAX_READ_COROUTINE))
+  folder = tmp_path / "café"
+  checkpoints._restoring.update(checkpoints.tensorstore_spellings(str(folder / "checkpoints" / "2")))
 
-  def read_error(step: str) -> ValueError:
+  def read_error(step: str, where: str = str(folder)) -> ValueError:
     return ValueError(f'OUT_OF_RANGE: Error reading "params.kernel/0.0" in OCDBT database at '
-                      f'local file "{tmp_path}/checkpoints/{step}/default/": Requested byte '
+                      f'local file "{where}/checkpoints/{step}/default/": Requested byte '
                       "range [0, 12) is not valid for value of size 8")
+
+  as_tensorstore_writes_it = str(folder).encode().decode("ascii", "backslashreplace")
+  assert "\\xc3\\xa9" in as_tensorstore_writes_it  # é, as tensorstore escapes it
 
   def reported(message: str, error: Exception) -> bool:
     record = logging.getLogger("asyncio").makeRecord(
@@ -95,14 +101,27 @@ def test_only_the_late_reads_of_a_checkpoint_being_restored_are_dropped(tmp_path
     return logging.getLogger("asyncio").filter(record)
 
   assert not reported("Task exception was never retrieved", read_error("2"))
+  assert not reported("Task exception was never retrieved",
+                      read_error("2", as_tensorstore_writes_it))
   assert not reported("_GatheringFuture exception was never retrieved", read_error("2"))
   assert reported("Task exception was never retrieved", read_error("20"))  # not being restored
+  assert reported("Task exception was never retrieved", read_error("2", f"/mnt{folder}"))
   assert reported("Task exception was never retrieved", ValueError("something else"))
   assert reported("Unclosed client session", read_error("2"))
   for error in (read_error("2"), RuntimeError("Event loop is closed"), read_error("20"),
                 ValueError("something else")):
     sys.unraisablehook(types.SimpleNamespace(exc_value=error))
-  assert [str(u.exc_value) for u in passed_on] == [str(read_error("20")), "something else"]
+  # Before any restore, "Event loop is closed" went through too.
+  assert [str(u.exc_value) for u in passed_on] == [
+      "Event loop is closed", str(read_error("20")), "something else"]
+
+
+def test_a_restore_that_succeeds_leaves_no_reads_to_hide(tmp_path, monkeypatch):
+  monkeypatch.setattr(checkpoints, "_restoring", set())
+  saved_run(str(tmp_path))
+  with restore.open_run(str(tmp_path)) as run:
+    restore.restore(run, 2)
+  assert checkpoints._restoring == set()
 
 
 def test_a_failed_restore_is_told_by_its_deepest_cause_in_one_short_line():

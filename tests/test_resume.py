@@ -281,8 +281,8 @@ def test_a_damaged_checkpoint_is_one_line_naming_it(tmp_path, tfds_dir, mnist_di
   train.train_and_evaluate(config, workdir, log=lambda _: None)
   step = os.path.join(workdir, checkpoints.MILESTONE_DIR, "1")
   # The arrays' files: the checkpoint opens, then all its reads fail, most of them after
-  # the restore has given up. Unless dropped, each printed its traceback after the error
-  # line in 4 of 5 command-line runs.
+  # the restore has given up. Unless hidden, they printed tracebacks after the error line
+  # in 4 of 5 command-line runs.
   data_files = [os.path.join(d, f) for d, _, files in os.walk(step) for f in files
                 if d.endswith(os.path.join("ocdbt.process_0", "d"))]
   assert data_files
@@ -300,13 +300,16 @@ def test_a_damaged_checkpoint_is_one_line_naming_it(tmp_path, tfds_dir, mnist_di
   with pytest.raises(checkpoints.CheckpointError):
     train.train_and_evaluate(longer, workdir, log=lambda _: None)
   assert len(closed_managers) == 1  # the run's checkpoints, closed on the error
-  # From the command line: the error line and nothing else (no stray tracebacks).
-  result = subprocess.run([sys.executable, "-m", "vae_jax.main", *cli_args(longer, workdir)],
-                          env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, text=True,
-                          timeout=300)
-  assert result.returncode == 2
-  lines = result.stderr.splitlines()
-  assert len(lines) == 1 and lines[0].startswith(f"error: the checkpoint {step} cannot"), lines
+  # From the command line: the error line and nothing else (no stray tracebacks). Whether
+  # the abandoned reads report is a matter of timing, so three tries (unhidden, they
+  # printed in 4 runs of 5, so three clean runs would come about once in 125).
+  for _ in range(3):
+    result = subprocess.run([sys.executable, "-m", "vae_jax.main", *cli_args(longer, workdir)],
+                            env=dict(os.environ, PYTHONPATH=REPO), capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: the checkpoint {step} cannot"), lines
 
 
 def test_a_damaged_metrics_file_is_one_line(tmp_path):

@@ -30,9 +30,20 @@ def saved_epochs(workdir: str) -> list[int]:
                 for name in os.listdir(os.path.join(workdir, d)) if name.isdigit())
 
 
-# The checkpoints this process has begun to restore, as tensorstore names their files.
+# The checkpoints whose restore has begun and not succeeded, as tensorstore writes their
+# folders in its errors.
 _restoring: set[str] = set()
 ORBAX_READ_COROUTINE = "_read_array_index_and_device_put"
+
+
+def tensorstore_spellings(checkpoint: str) -> set[str]:
+  """The checkpoint's folder as it appears in tensorstore's errors: absolute, quoted, and
+  with bytes outside printable ASCII as \\xNN (and \\ before ', " and \\)."""
+  folder = os.path.join(os.path.abspath(checkpoint), "")
+  escaped = "".join(
+      f"\\x{b:02x}" if b < 0x20 or b >= 0x7f else ("\\" if chr(b) in "'\"\\" else "") + chr(b)
+      for b in folder.encode("utf-8", "surrogateescape"))
+  return {quote + path for quote in "'\"" for path in (folder, escaped)}
 
 
 def _names_a_restored_checkpoint(error: Optional[BaseException]) -> bool:
@@ -44,8 +55,9 @@ def _is_late_read(unraisable) -> bool:
   nobody can catch: a report to the event loop Orbax has already closed, or a read
   coroutine that failed while it was being discarded."""
   error = unraisable.exc_value
-  return ((isinstance(error, RuntimeError) and str(error) == "Event loop is closed")
-          or _names_a_restored_checkpoint(error))
+  return bool(_restoring) and (
+      (isinstance(error, RuntimeError) and str(error) == "Event loop is closed")
+      or _names_a_restored_checkpoint(error))
 
 
 def _is_orphaned_read(record: logging.LogRecord) -> bool:
@@ -59,14 +71,10 @@ def _keep_report(record: logging.LogRecord) -> bool:
   return not _is_orphaned_read(record)
 
 
-def _drop_late_reads(checkpoint: str) -> None:
-  """Keeps the late reads of this checkpoint away from its one-line error, should its
-  restore fail; every other unraisable exception and asyncio report still goes where it
-  went."""
-  _restoring.add(os.path.join(os.path.abspath(checkpoint), ""))
-  logging.getLogger("asyncio").addFilter(_keep_report)  # the same filter is not added twice
-  warnings.filterwarnings("ignore", category=RuntimeWarning,  # reads the restore never began
-                          message=f"coroutine '{ORBAX_READ_COROUTINE}' was never awaited")
+def _hide_late_reads() -> None:
+  """Keeps the late reads of a failed restore away from its one-line error; every other
+  unraisable exception, asyncio report and warning still goes where it went. Once per
+  process (pytest puts its own hook and warning filters back around each test)."""
   previous = sys.unraisablehook
   if getattr(previous, "drops_late_reads", False):
     return
@@ -77,6 +85,9 @@ def _drop_late_reads(checkpoint: str) -> None:
 
   hook.drops_late_reads = True
   sys.unraisablehook = hook
+  logging.getLogger("asyncio").addFilter(_keep_report)
+  warnings.filterwarnings("ignore", category=RuntimeWarning,  # reads the restore never began
+                          message=f"coroutine '{ORBAX_READ_COROUTINE}' was never awaited")
 
 
 def failure_reason(error: BaseException, most: int = 240) -> str:
@@ -91,14 +102,18 @@ def failure_reason(error: BaseException, most: int = 240) -> str:
 
 def _restore(manager: ocp.CheckpointManager, epoch: int, template: State) -> State:
   checkpoint = os.path.join(str(manager.directory), str(epoch))
-  _drop_late_reads(checkpoint)
+  _hide_late_reads()
+  spellings = tensorstore_spellings(checkpoint) - _restoring
+  _restoring.update(spellings)  # before the restore: its late reads may end before it returns
   try:
-    return manager.restore(epoch, args=ocp.args.StandardRestore(abstract_like(template)))
+    state = manager.restore(epoch, args=ocp.args.StandardRestore(abstract_like(template)))
   except Exception as e:  # Orbax raises ValueError, OSError, ... with many-line messages
     raise CheckpointError(
         f"the checkpoint {checkpoint} cannot be "
         f"restored ({failure_reason(e)}); it is damaged or of another model. Move it out "
         "of the run folder to resume from the checkpoint before it") from None
+  _restoring.difference_update(spellings)  # restored: none of its reads is left behind
+  return state
 
 
 def abstract_like(state: State) -> State:
