@@ -373,7 +373,12 @@ def test_config_json_records_the_settings_changed_on_each_resume(tmp_path, tfds_
     with pytest.raises(KeyboardInterrupt):
       train.train_and_evaluate(slower, workdir, log=lambda _: None)
   assert config_lib.load(workdir) == config
-  train.train_and_evaluate(slower, workdir, log=lambda _: None)
+  lines = []
+  train.train_and_evaluate(slower, workdir, log=lines.append)
+  assert lines[0] == (
+      f"resuming from the checkpoint of epoch 1 in {workdir} with changed settings: "
+      "learning_rate: 0.001 -> 0.0005; epochs: 1 -> 2; milestones: (1,) -> (2,) "
+      "(a flag left out takes its default, not config.json's)")
   # Done: the same command again trains nothing and records nothing.
   train.train_and_evaluate(slower, workdir, log=lambda _: None)
   assert config_lib.changes_on_resume(workdir) == [{"after_epoch": 1, "changes": [

@@ -177,6 +177,15 @@ def save_milestone(manager: checkpoints.RunCheckpoints, state: steps.TrainState,
   log(f"milestone {epoch}: checkpoint saved, figures in {folder}")
 
 
+def resume_line(epoch: int, workdir: str, changed: list[str]) -> str:
+  """The log line of a resume; a change may come from a flag the command left out."""
+  line = f"resuming from the checkpoint of epoch {epoch} in {workdir}"
+  if not changed:
+    return line
+  return (f"{line} with changed settings: {'; '.join(changed)} (a flag left out takes its "
+          f"default, not {config_lib.CONFIG_FILE}'s)")
+
+
 class Command(NamedTuple):
   """What a checked training command will do (check_command)."""
   mesh: jax.sharding.Mesh
@@ -241,8 +250,7 @@ def train_and_evaluate(config: Config, workdir: str, overwrite: bool = False,
       log(f"{workdir} is already trained for {start} epochs; pass a larger --epochs to go on")
       return state
     if start:
-      log(f"resuming from the checkpoint of epoch {start} in {workdir}"
-          + (f" with changed settings: {'; '.join(changed)}" if changed else ""))
+      log(resume_line(start, workdir, changed))
     train_data, val_data = parallel.put_replicated(
         ((data.train.images, data.train.labels), (data.val.images, data.val.labels)), mesh)
     log(f"training {config.model}/{config.arch} z={config.latent_dim} on "
