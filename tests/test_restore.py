@@ -108,12 +108,28 @@ def test_only_the_late_reads_of_a_checkpoint_being_restored_are_dropped(tmp_path
   assert reported("Task exception was never retrieved", read_error("2", f"/mnt{folder}"))
   assert reported("Task exception was never retrieved", ValueError("something else"))
   assert reported("Unclosed client session", read_error("2"))
+  # A shape that differs names no file; the error's traceback passes through Orbax's read.
+  def raised_in(function_name: str) -> ValueError:
+    namespace = {}
+    exec(f"def {function_name}():\n  raise ValueError('Requested shape: (256, 3) is not "
+         "compatible with the stored shape: (256, 2).')", namespace)
+    try:
+      namespace[function_name]()
+    except ValueError as e:
+      return e
+
+  assert not reported("Task exception was never retrieved",
+                      raised_in(checkpoints.ORBAX_READ_COROUTINE))
+  assert reported("Task exception was never retrieved", raised_in("another_coroutine"))
   for error in (read_error("2"), RuntimeError("Event loop is closed"), read_error("20"),
                 ValueError("something else")):
     sys.unraisablehook(types.SimpleNamespace(exc_value=error))
   # Before any restore, "Event loop is closed" went through too.
   assert [str(u.exc_value) for u in passed_on] == [
       "Event loop is closed", str(read_error("20")), "something else"]
+  checkpoints._restoring.clear()  # no restore unfinished: Orbax's read errors go through
+  assert reported("Task exception was never retrieved",
+                  raised_in(checkpoints.ORBAX_READ_COROUTINE))
 
 
 def test_a_restore_that_succeeds_leaves_no_reads_to_hide(tmp_path, monkeypatch):

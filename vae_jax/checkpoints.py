@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import traceback
 import warnings
 from typing import Optional, TypeVar
 
@@ -50,6 +51,14 @@ def _names_a_restored_checkpoint(error: Optional[BaseException]) -> bool:
   return error is not None and any(path in str(error) for path in _restoring)
 
 
+def _raised_in_orbax_read(error: Optional[BaseException]) -> bool:
+  """Whether error came out of Orbax's read coroutine while a restore was unfinished (its
+  shape errors name no file)."""
+  frames = traceback.walk_tb(error.__traceback__) if error is not None else ()
+  return bool(_restoring) and any(frame.f_code.co_name == ORBAX_READ_COROUTINE
+                                  for frame, _ in frames)
+
+
 def _is_late_read(unraisable) -> bool:
   """A failed restore leaves tensorstore's other reads behind, and they end as tracebacks
   nobody can catch: a report to the event loop Orbax has already closed, or a read
@@ -62,9 +71,11 @@ def _is_late_read(unraisable) -> bool:
 
 def _is_orphaned_read(record: logging.LogRecord) -> bool:
   """asyncio's report of such a read that failed with nobody waiting for it ("Task
-  exception was never retrieved"); its error names the checkpoint's files."""
+  exception was never retrieved"); its error names the checkpoint's files, or (a shape
+  that differs) comes from Orbax's read."""
+  error = record.exc_info[1] if record.exc_info else None
   return ("exception was never retrieved" in record.getMessage()
-          and _names_a_restored_checkpoint(record.exc_info[1] if record.exc_info else None))
+          and (_names_a_restored_checkpoint(error) or _raised_in_orbax_read(error)))
 
 
 def _keep_report(record: logging.LogRecord) -> bool:
