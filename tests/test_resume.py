@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, milestone_epochs
-from vae_jax import checkpoints, input_pipeline, models, parallel, restore, steps, train
+from vae_jax import checkpoints, input_pipeline, models, parallel, restore, software, steps, train
 from vae_jax import config as config_lib, workdir as workdir_lib
 from vae_jax.config import Config, ConfigError
 
@@ -357,11 +357,14 @@ def test_a_run_stopped_before_its_last_milestone_gets_one_at_a_lower_epochs(tmp_
   assert (workdir_lib.read_metrics(workdir), config_lib.load(workdir)) == before
 
 
-def test_config_json_records_the_settings_changed_on_each_resume(tmp_path, tfds_dir, mnist_dir):
+def test_config_json_records_the_settings_and_software_changed_on_each_resume(
+    tmp_path, tfds_dir, mnist_dir, monkeypatch):
   config = small_config(tfds_dir, mnist_dir, epochs=1, milestones=(1,))
   workdir = str(tmp_path / "run")
   train.train_and_evaluate(config, workdir, log=lambda _: None)
   assert config_lib.changes_on_resume(workdir) == []
+  here = software.versions()
+  assert config_lib.trained_with(workdir) == [{"from_epoch": 1, "versions": here}]
   slower = dataclasses.replace(config, epochs=2, milestones=(2,), learning_rate=5e-4)
 
   # Ctrl-C while compiling the resumed run: config.json still holds the settings that
@@ -383,10 +386,15 @@ def test_config_json_records_the_settings_changed_on_each_resume(tmp_path, tfds_
   train.train_and_evaluate(slower, workdir, log=lambda _: None)
   assert config_lib.changes_on_resume(workdir) == [{"after_epoch": 1, "changes": [
       "learning_rate: 0.001 -> 0.0005", "epochs: 1 -> 2", "milestones: (1,) -> (2,)"]}]
-  assert config_lib.load(workdir) == slower  # the record is no setting
+  assert config_lib.load(workdir) == slower  # the records are no settings
+  assert config_lib.trained_with(workdir) == [{"from_epoch": 1, "versions": here}]
+  newer = {**here, "jax": "99.0"}  # epoch 3 is trained by other software
+  monkeypatch.setattr(software, "versions", lambda: newer)
   train.train_and_evaluate(dataclasses.replace(slower, epochs=3, milestones=(3,)), workdir,
                            log=lambda _: None)
   assert [r["after_epoch"] for r in config_lib.changes_on_resume(workdir)] == [1, 2]
+  assert config_lib.trained_with(workdir) == [{"from_epoch": 1, "versions": here},
+                                              {"from_epoch": 3, "versions": newer}]
 
 
 def test_a_folder_with_run_files_but_no_config_is_refused_and_kept(tmp_path, tfds_dir, mnist_dir):

@@ -8,7 +8,7 @@ import time
 
 from absl import app, flags
 
-from vae_jax import cli
+from vae_jax import cli, software
 from vae_jax import config as config_lib
 from vae_jax.config import Config, ConfigError
 
@@ -98,17 +98,8 @@ def measure(config: Config, epochs: int) -> dict:
       "timed_images": images_per_epoch * epochs,
       "backend": jax.default_backend(), "devices": epoch.mesh.size,
       "device_kind": jax.devices()[0].device_kind,
-      "versions": versions(), "machine": platform.machine(),
+      "versions": software.versions(), "machine": platform.machine(),
   }
-
-
-def versions() -> dict:
-  import flax
-  import jax
-  import jaxlib
-  import optax
-  return {"python": platform.python_version(), "jax": jax.__version__,
-          "jaxlib": jaxlib.__version__, "flax": flax.__version__, "optax": optax.__version__}
 
 
 def benchmark_from_flags() -> None:

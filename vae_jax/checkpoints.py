@@ -12,7 +12,8 @@ from typing import Optional, TypeVar
 import jax
 import orbax.checkpoint as ocp
 
-from vae_jax import quiet
+from vae_jax import config as config_lib
+from vae_jax import quiet, software
 from vae_jax.config import ConfigError, first_line
 
 State = TypeVar("State")
@@ -119,12 +120,24 @@ def _restore(manager: ocp.CheckpointManager, epoch: int, template: State) -> Sta
   try:
     state = manager.restore(epoch, args=ocp.args.StandardRestore(abstract_like(template)))
   except Exception as e:  # Orbax raises ValueError, OSError, ... with many-line messages
-    raise CheckpointError(
-        f"the checkpoint {checkpoint} cannot be "
-        f"restored ({failure_reason(e)}); it is damaged or of another model. Move it out "
-        "of the run folder to resume from the checkpoint before it") from None
+    raise CheckpointError(f"the checkpoint {checkpoint} cannot be restored "
+                          f"({failure_reason(e)}); {restore_advice(checkpoint, epoch)}") from None
   _restoring.difference_update(spellings)  # restored: none of its reads is left behind
   return state
+
+
+def restore_advice(checkpoint: str, epoch: int) -> str:
+  """What to do about a checkpoint that cannot be restored: other software first, where the
+  run's config.json records that other software trained it."""
+  workdir = os.path.dirname(os.path.dirname(checkpoint))
+  changed = software.changed_since(workdir, epoch)
+  if not changed:
+    return ("it is damaged or of another model. Move it out of the run folder to resume "
+            "from the checkpoint before it")
+  return (f"it was trained with other software: {', '.join(changed)}. Install those versions "
+          f"({os.path.join(workdir, config_lib.CONFIG_FILE)} lists them under "
+          f"{config_lib.SOFTWARE_KEY}) and retry; if it is damaged, move it out of the run "
+          "folder to resume from the checkpoint before it")
 
 
 def abstract_like(state: State) -> State:

@@ -22,6 +22,7 @@ MANUAL_FILES = (
 )
 CONFIG_FILE = "config.json"
 CHANGES_KEY = "changed_on_resume"  # config.json's record of resumes (see save); not a setting
+SOFTWARE_KEY = "trained_with"  # config.json's record of the software that trained it (see save)
 
 # Settings that define what is trained. A workdir refuses to resume when one of
 # these differs. The rest may change on resume: epochs and milestones (to extend a
@@ -191,26 +192,51 @@ def _read_json(workdir: str) -> dict[str, Any]:
 
 
 def save(config: Config, workdir: str,
-         resumed: Optional[tuple[int, list[str]]] = None) -> None:
-  """Writes config.json, keeping its record of the settings changed on resume. resumed =
-  (epoch, changes): the run goes on after epoch with these settings changed
-  (differences() of RESUMABLE_FIELDS); they join the record in the same write, so that a
-  run extended with, say, a smaller learning rate says so long after its log is gone."""
-  record = _read_json(workdir).get(CHANGES_KEY, [])
+         resumed: Optional[tuple[int, list[str]]] = None,
+         trains_with: Optional[dict[str, Any]] = None) -> None:
+  """Writes config.json, keeping its records of the settings changed on resume and of the
+  software that trained the run. resumed = (epoch, changes): the run goes on after epoch
+  with these settings changed (differences() of RESUMABLE_FIELDS); they join the record in
+  the same write, so that a run extended with, say, a smaller learning rate says so long
+  after its log is gone. trains_with: a software.record_entry for the epochs this command
+  trains; it joins the record if its versions differ from the last entry's."""
+  old = _read_json(workdir)
+  changes = _record(old, CHANGES_KEY)
   if resumed:
-    record = record + [{"after_epoch": resumed[0], "changes": resumed[1]}]
+    changes = changes + [{"after_epoch": resumed[0], "changes": resumed[1]}]
+  software = _record(old, SOFTWARE_KEY)
+  last = software[-1] if software else {}
+  if trains_with and not (isinstance(last, dict) and
+                          last.get("versions") == trains_with["versions"]):
+    software = software + [trains_with]
+  records = {key: record for key, record in ((CHANGES_KEY, changes), (SOFTWARE_KEY, software))
+             if record}
   os.makedirs(workdir, exist_ok=True)
   tmp = os.path.join(workdir, CONFIG_FILE + ".tmp")
   with open(tmp, "w") as f:
-    json.dump({**to_dict(config), **({CHANGES_KEY: record} if record else {})}, f, indent=2,
-              sort_keys=True)
+    json.dump({**to_dict(config), **records}, f, indent=2, sort_keys=True)
     f.write("\n")
   os.replace(tmp, os.path.join(workdir, CONFIG_FILE))  # atomic: never half-written
 
 
+def _record(config_json: Any, key: str) -> list[Any]:
+  """One of config.json's records; [] if it has none (or something else, edited by hand)."""
+  record = config_json.get(key, []) if isinstance(config_json, dict) else []
+  return record if isinstance(record, list) else []
+
+
 def changes_on_resume(workdir: str) -> list[dict[str, Any]]:
   """The record that save keeps: [{"after_epoch": E, "changes": [...]}, ...]."""
-  return _read_json(workdir).get(CHANGES_KEY, [])
+  return _record(_read_json(workdir), CHANGES_KEY)
+
+
+def trained_with(workdir: str) -> list[dict[str, Any]]:
+  """The record that save keeps: [{"from_epoch": E, "versions": {...}}, ...]; [] for a run
+  without one, or whose config.json cannot be read (its own error comes elsewhere)."""
+  try:
+    return _record(_read_json(workdir), SOFTWARE_KEY)
+  except (OSError, ValueError):
+    return []
 
 
 def load(workdir: str) -> Config:

@@ -12,7 +12,8 @@ from typing import Callable, NamedTuple, Optional
 
 import jax
 
-from vae_jax import checkpoints, hosts, models, parallel, report, steps, workdir as workdir_lib
+from vae_jax import checkpoints, hosts, models, parallel, report, software, steps
+from vae_jax import workdir as workdir_lib
 from vae_jax import config as config_lib
 from vae_jax.config import Config, ConfigError, validate
 from vae_jax.input_pipeline import DataError, Split, binarize_fixed, load_split, train_split
@@ -222,7 +223,8 @@ def train_and_evaluate(config: Config, workdir: str, overwrite: bool = False,
   # A new run's config.json is written at once. A resumed run's is rewritten only once the
   # command is known to add to the run, in one write with the record of what changed.
   if writer:
-    workdir_lib.prepare(workdir, config, overwrite, write_config=not resuming)
+    workdir_lib.prepare(workdir, config, overwrite, write_config=not resuming,
+                        trains_with=software.record_entry(1, software.versions()))
   hosts.wait_for_all("workdir prepared")
   model = models.make_model(config.model, config.arch, config.latent_dim)
   tx = steps.make_optimizer(config)
@@ -243,7 +245,9 @@ def train_and_evaluate(config: Config, workdir: str, overwrite: bool = False,
     # Stopped there (Ctrl-C), and now the run's last epoch: it gets the last milestone.
     lacks_last_milestone = finished and start not in manager.milestone_epochs()
     if resuming and (lacks_last_milestone or not finished) and writer:
-      config_lib.save(config, workdir, resumed=(start, changed) if start and changed else None)
+      config_lib.save(config, workdir, resumed=(start, changed) if start and changed else None,
+                      trains_with=None if finished else
+                      software.record_entry(start + 1, software.versions()))
     if finished:
       if lacks_last_milestone:
         save_milestone(manager, state, start, draw, log)

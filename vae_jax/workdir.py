@@ -6,6 +6,7 @@ import csv
 import glob
 import os
 import shutil
+from typing import Optional
 
 from vae_jax import config as config_lib
 from vae_jax.config import Config, ConfigError
@@ -85,10 +86,12 @@ def run_files(workdir: str) -> list[str]:
   return results + [path for path in contents if os.path.lexists(path)]
 
 
-def prepare(workdir: str, config: Config, overwrite: bool, write_config: bool = True) -> None:
-  """Creates the folder and writes config.json (unless not write_config), after check();
-  with overwrite, first discards any earlier run there: the run's own files and the
-  results evaluated from it, nothing else in the folder."""
+def prepare(workdir: str, config: Config, overwrite: bool, write_config: bool = True,
+            trains_with: Optional[dict] = None) -> None:
+  """Creates the folder and writes config.json (unless not write_config; with the record
+  entry trains_with, config_lib.save), after check(); with overwrite, first discards any
+  earlier run there: the run's own files and the results evaluated from it, nothing else
+  in the folder."""
   if overwrite:
     for path in run_files(workdir):
       if os.path.isdir(path) and not os.path.islink(path):
@@ -97,7 +100,7 @@ def prepare(workdir: str, config: Config, overwrite: bool, write_config: bool = 
         os.remove(path)
   ensure_dir(workdir, "workdir")
   if write_config:
-    config_lib.save(config, workdir)
+    config_lib.save(config, workdir, trains_with=trains_with)
 
 
 def read_metrics(workdir: str) -> list[dict[str, float]]:
