@@ -97,16 +97,22 @@ def iwae_bounds(decode, x, mean, logvar, num_samples, draws, rng):
   return np.array(bounds)
 
 
+def elbo_draws(decode, x, mean, logvar, draws, rng):
+  """Independent one-sample ELBOs with the closed-form KL, averaged over the images:
+  [draws], float64."""
+  z = mean + np.exp(0.5 * logvar) * rng.standard_normal((draws,) + mean.shape)
+  kl = 0.5 * (np.exp(logvar) + mean ** 2 - 1.0 - logvar).sum(axis=1)
+  return (log_p_x_given_z(decode, z, x) - kl).mean(axis=1)
+
+
 def test_evaluate_elbo_and_log_likelihood_match_monte_carlo_in_float64(evaluated):
   result, x, mean, logvar, decode = evaluated
   rng = np.random.default_rng(0)
   # evaluate_run draws one ELBO sample and one K-sample bound per image. Each is checked
   # against the mean of many such draws, to within 4 standard deviations of one draw's
   # mean over the images, measured on the draws themselves.
-  z = mean + np.exp(0.5 * logvar) * rng.standard_normal((100,) + mean.shape)
-  kl = 0.5 * (np.exp(logvar) + mean ** 2 - 1.0 - logvar).sum(axis=1)
-  elbo_draws = (log_p_x_given_z(decode, z, x) - kl).mean(axis=1)
-  assert abs(result["test_elbo"] - elbo_draws.mean()) < 4 * elbo_draws.std(ddof=1)
+  elbos = elbo_draws(decode, x, mean, logvar, 100, rng)
+  assert abs(result["test_elbo"] - elbos.mean()) < 4 * elbos.std(ddof=1)
   bound_draws = iwae_bounds(decode, x, mean, logvar, NUM_SAMPLES, 16, rng).mean(axis=1)
   tolerance = 4 * bound_draws.std(ddof=1)
   assert abs(result["test_log_likelihood"] - bound_draws.mean()) < tolerance
@@ -114,6 +120,41 @@ def test_evaluate_elbo_and_log_likelihood_match_monte_carlo_in_float64(evaluated
   fewer = iwae_bounds(decode, x, mean, logvar, NUM_SAMPLES // 6, 16, rng).mean()
   assert bound_draws.mean() - fewer > tolerance
   assert result["test_elbo"] < result["test_log_likelihood"] < 0
+
+
+def test_a_cvae_is_evaluated_given_each_image_its_own_label(tmp_path, mnist_dir, tfds_dir):
+  """log p(x | y), y each test image's label: the same float64 check as above, with the
+  label given to the encoder and the decoder; a label off by one is told apart."""
+  workdir = str(tmp_path / "cvae")
+  config = Config(model="cvae", epochs=1, milestones=(1,), train_examples=6_400,
+                  data_dir=tfds_dir, manual_dir=mnist_dir)
+  train.train_and_evaluate(config, workdir, log=lambda line: None)
+  result = evaluate.evaluate_run(workdir, num_importance_samples=NUM_SAMPLES, chunk_size=10,
+                                 eval_batch_size=EVAL_BATCH, num_test_examples=NUM_IMAGES,
+                                 classifier_workdir=str(tmp_path / "no_classifier"))
+  with restore.open_run(workdir) as run:
+    state = restore.restore(run, 1)
+  val = train.load_val(run.config)
+  images, x = val.images[:NUM_IMAGES], val.images[:NUM_IMAGES].reshape(NUM_IMAGES, -1) / 255.0
+
+  def reference(labels: np.ndarray, rng) -> tuple[np.ndarray, np.ndarray]:
+    """ELBO draws and 64-sample bound draws (means over the images), given these labels."""
+    model = lambda method, a, y: run.model.apply({"params": state.params}, a, y, method=method)
+    mean, logvar = (np.asarray(a, np.float64) for a in
+                    model("encode", images.astype(np.float32) / 255.0, labels))
+    decode = jax.jit(lambda z: model("decode", z, np.tile(labels, len(z) // len(labels))))
+    return (elbo_draws(decode, x, mean, logvar, 100, rng),
+            iwae_bounds(decode, x, mean, logvar, NUM_SAMPLES, 16, rng).mean(axis=1))
+
+  rng = np.random.default_rng(0)
+  elbos, bounds = reference(val.labels[:NUM_IMAGES], rng)
+  assert abs(result["test_elbo"] - elbos.mean()) < 4 * elbos.std(ddof=1)
+  assert abs(result["test_log_likelihood"] - bounds.mean()) < 4 * bounds.std(ddof=1)
+  assert result["test_elbo"] < result["test_log_likelihood"] < 0
+  # Conditioned on the next image's label, the same check fails.
+  wrong_elbos, wrong_bounds = reference(np.roll(val.labels[:NUM_IMAGES], 1), rng)
+  assert abs(result["test_elbo"] - wrong_elbos.mean()) > 4 * wrong_elbos.std(ddof=1)
+  assert abs(result["test_log_likelihood"] - wrong_bounds.mean()) > 4 * wrong_bounds.std(ddof=1)
 
 
 def test_frechet_codes_share_no_key_with_a_test_batch():
