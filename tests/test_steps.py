@@ -36,13 +36,20 @@ def fake_labels(n, seed=0):
   return np.random.default_rng(seed).integers(0, 10, n).astype(np.int32)
 
 
-def reference_loss(model, params, images_u8, key, labels=None):
-  """The mean loss per image, computed apart from vae_jax.losses and steps: pixels scaled
+def reference_terms(model, params, images_u8, key, labels=None):
+  """Per-image (recon, kl) [B], computed apart from vae_jax.losses and steps: pixels scaled
   here, optax's cross-entropy and the closed-form KL on the model's raw outputs."""
   images = jnp.asarray(images_u8, jnp.float32) / 255.0
   logits, mean, logvar = model.apply({"params": params}, images, key, labels)
   recon = optax.sigmoid_binary_cross_entropy(logits, images).sum(axis=(1, 2, 3))
-  kl = 0.0 if logvar is None else 0.5 * (jnp.exp(logvar) + mean ** 2 - 1.0 - logvar).sum(-1)
+  kl = (jnp.zeros_like(recon) if logvar is None
+        else 0.5 * (jnp.exp(logvar) + mean ** 2 - 1.0 - logvar).sum(-1))
+  return recon, kl
+
+
+def reference_loss(model, params, images_u8, key, labels=None):
+  """The mean loss per image (reference_terms)."""
+  recon, kl = reference_terms(model, params, images_u8, key, labels)
   return (recon + kl).mean()
 
 
@@ -184,12 +191,13 @@ def test_evaluate_is_the_mean_of_per_image_terms(model_name):
   got = jax.jit(functools.partial(steps.evaluate, model=model, beta=1.0, batch_size=32))(
       state, images, labels)
   key = jax.random.fold_in(state.rng, steps.EVAL_STREAM)
-  per_image = [steps.per_image_terms(model, state.params, images[i:i + 32],
-                                     jax.random.fold_in(key, i // 32), 1.0, labels[i:i + 32])
-               for i in range(0, 70, 32)]
-  for name in ("loss", "recon", "kl"):
-    expected = np.concatenate([np.asarray(t[name]) for t in per_image]).mean()
-    np.testing.assert_allclose(got[name], expected, rtol=1e-5)
+  # Batches of 32, 32 and 6 (the last one partial), each with its own key.
+  recon, kl = (np.concatenate(terms) for terms in zip(*[
+      reference_terms(model, state.params, images[i:i + 32], jax.random.fold_in(key, i // 32),
+                      labels[i:i + 32]) for i in range(0, 70, 32)]))
+  assert len(recon) == 70
+  for name, expected in (("loss", recon + kl), ("recon", recon), ("kl", kl)):
+    np.testing.assert_allclose(got[name], expected.mean(), rtol=1e-5)
 
 
 def test_beta_weights_the_kl_in_the_compiled_step_epoch_and_evaluation():
