@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import special, stats
 
-from vae_jax import checkpoints, evaluate, restore, train
+from vae_jax import checkpoints, evaluate, restore, software, train
 from vae_jax.config import Config
 
 NUM_IMAGES, EVAL_BATCH = 384, 40  # nine batches of 40 and a partial one of 24
@@ -73,6 +73,7 @@ def evaluated(tmp_path_factory, mnist_dir, tfds_dir):
 def test_evaluate_reports_the_mean_over_every_test_image(evaluated):
   result, x, mean, logvar, _ = evaluated
   assert result["num_test_images"] == len(x) == NUM_IMAGES
+  assert result["evaluated_with"] == software.versions()  # what computed the numbers
   # A subset's numbers have their own file, beside (never over) the whole test set's.
   with open(os.path.join(result["workdir"], f"eval_epoch_002_first{NUM_IMAGES}.json")) as f:
     assert json.load(f)["test_elbo"] == result["test_elbo"]

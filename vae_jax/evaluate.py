@@ -10,7 +10,7 @@ from typing import Optional
 
 from absl import app, flags
 
-from vae_jax import cli
+from vae_jax import cli, software
 from vae_jax.config import ConfigError
 
 flags.DEFINE_integer("num_importance_samples", 5000, "K of the IWAE bound on log p(x).")
@@ -184,6 +184,7 @@ def evaluate_run(workdir: str, epoch: Optional[int] = None, num_importance_sampl
   result.update(likelihood_summary(estimates, run.model, run.config, num_importance_samples))
   result.update(sample_quality(run, state, val, clf, classifier_workdir))
   result["seconds"] = round(time.time() - start, 1)
+  result["evaluated_with"] = software.versions()
   # A subset's numbers get their own file, so they never replace the whole test set's.
   subset = f"_first{len(images)}" if len(images) < len(val.images) else ""
   with open(os.path.join(workdir, f"eval_epoch_{epoch:03d}{subset}.json"), "w") as f:
