@@ -56,6 +56,29 @@ def test_bad_flag_is_one_line_exit_2_and_workdir_untouched(tmp_path, args, flag)
   assert sorted(os.listdir(workdir)) == ["keep.txt"]
 
 
+@pytest.mark.parametrize("module,flag", [
+    ("vae_jax.main", "--workdir"), ("vae_jax.main", "--manual_dir"), ("vae_jax.plot", "--out"),
+    ("vae_jax.evaluate", "--classifier_workdir"), ("vae_jax.classifier", "--workdir")])
+def test_an_empty_path_flag_is_an_error_not_its_default(tmp_path, module, flag):
+  # --workdir=$RUN with RUN unset would have trained into runs/mnist_vae_mlp_z2.
+  result = run(module, f"{flag}=", cwd=str(tmp_path))
+  assert result.returncode == 2 and result.stderr == (
+      f"error: {flag} is empty: give a path, or leave the flag out for its default\n")
+  assert os.listdir(tmp_path) == []
+
+
+def test_a_tilde_in_a_path_flag_is_the_home_folder(tmp_path):
+  # The shell leaves --workdir=~/x as it is; a folder named ~ must not appear.
+  env_home = tmp_path / "home"
+  result = subprocess.run(
+      [sys.executable, "-m", "vae_jax.plot", "--workdir=~/gone"], capture_output=True,
+      text=True, cwd=str(tmp_path), timeout=300,
+      env=dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu", HOME=str(env_home)))
+  assert result.returncode == 2
+  assert result.stderr == f"error: --workdir={env_home}/gone does not exist\n"
+  assert not (tmp_path / "~").exists()
+
+
 def test_plot_without_checkpoints_says_so(tmp_path):
   result = run("vae_jax.plot", f"--workdir={tmp_path}")
   assert result.returncode == 2
@@ -208,6 +231,13 @@ def test_ctrl_c_while_starting_is_one_line_and_writes_nothing(tmp_path):
   assert result.stderr.splitlines() == [
       "interrupted while starting, before anything was written; the same command starts again"]
   assert not (tmp_path / "run").exists()
+  # A run to resume: the same command resumes it (with --overwrite it would start again).
+  from vae_jax import config as config_lib
+  config_lib.save(config_lib.Config(epochs=1), str(tmp_path / "run"))
+  result = python("-c", script, f"--workdir={tmp_path / 'run'}", "--epochs=1")
+  assert result.stderr.splitlines() == [
+      "interrupted while starting, before anything was written; the same command resumes "
+      "the run"]
 
 
 def test_dropped_milestones_get_a_note_only_when_given(tmp_path):

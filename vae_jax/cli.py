@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any, Callable, NoReturn
 
@@ -86,9 +87,25 @@ def parse_flags(argv: list[str]) -> list[str]:
     remaining = flags.FLAGS(argv)
   except flags.Error as e:
     fail(f"{e} (see --helpshort)")
+  expand_paths(flags.FLAGS)
   if not flags.FLAGS["verbosity"].present:
     flags.FLAGS.verbosity = absl_logging.WARNING
   return remaining
+
+
+# The flags that name a file or folder (those of every entry point, defined above).
+PATH_FLAGS = ("workdir", "data_dir", "manual_dir", "out", "classifier_workdir")
+
+
+def expand_paths(values) -> None:
+  """~ in a path flag means the home folder, as the shell would have made it had the flag
+  not been written --name=~/...; a path flag given empty (an unset shell variable) is an
+  error, rather than the flag's default."""
+  for name in PATH_FLAGS:
+    if values[name].present:
+      if not values[name].value:
+        fail(f"--{name} is empty: give a path, or leave the flag out for its default")
+      setattr(values, name, os.path.expanduser(values[name].value))
 
 
 def run_reporting(fn: Callable[[], None], expected: tuple[type[Exception], ...]) -> None:

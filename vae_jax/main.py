@@ -84,8 +84,10 @@ def train_from_flags() -> None:
       initialize_distributed()
     from vae_jax import input_pipeline, train  # Heavy imports (JAX, TensorFlow) after validation.
   except KeyboardInterrupt:  # Ctrl-C in the first seconds: nothing is written yet
+    goes_on = (os.path.isfile(os.path.join(workdir, config_lib.CONFIG_FILE))
+               and not FLAGS.overwrite)
     print("interrupted while starting, before anything was written; the same command "
-          "starts again", file=sys.stderr)
+          + ("resumes the run" if goes_on else "starts again"), file=sys.stderr)
     sys.exit(config_lib.INTERRUPTED_STATUS)
   try:
     cli.run_reporting(lambda: train.train_and_evaluate(config, workdir, overwrite=FLAGS.overwrite),
