@@ -11,7 +11,7 @@ import pytest
 from scipy import special, stats
 
 from vae_jax import checkpoints, evaluate, restore, software, train
-from vae_jax.config import Config
+from vae_jax.config import Config, ConfigError
 
 NUM_IMAGES, EVAL_BATCH = 384, 40  # nine batches of 40 and a partial one of 24
 NUM_SAMPLES = 64
@@ -156,6 +156,20 @@ def test_a_cvae_is_evaluated_given_each_image_its_own_label(tmp_path, mnist_dir,
   wrong_elbos, wrong_bounds = reference(np.roll(val.labels[:NUM_IMAGES], 1), rng)
   assert abs(result["test_elbo"] - wrong_elbos.mean()) > 4 * wrong_elbos.std(ddof=1)
   assert abs(result["test_log_likelihood"] - wrong_bounds.mean()) > 4 * wrong_bounds.std(ddof=1)
+
+
+def test_a_result_that_cannot_be_written_is_kept_in_the_error_line(evaluated, tmp_path):
+  result = evaluated[0]
+  blocked = os.path.join(result["workdir"], "eval_epoch_002_first30.json")
+  os.makedirs(blocked)  # where the file should go: open() fails after the estimates
+  with pytest.raises(ConfigError) as error:
+    evaluate.evaluate_run(result["workdir"], num_importance_samples=2, num_test_examples=30,
+                          classifier_workdir=str(tmp_path / "no_classifier"))
+  message = str(error.value)
+  prefix = f"{blocked} cannot be written (Is a directory); the result: "
+  assert message.startswith(prefix) and "\n" not in message
+  kept = json.loads(message[len(prefix):])
+  assert kept["num_test_images"] == 30 and kept["test_elbo"] < 0
 
 
 def test_frechet_codes_share_no_key_with_a_test_batch():

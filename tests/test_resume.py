@@ -440,3 +440,79 @@ def test_overwrite_replaces_a_run_whose_config_file_is_damaged(tmp_path):
   workdir_lib.prepare(workdir, config, overwrite=True)
   assert sorted(os.listdir(tmp_path)) == ["config.json"]
   assert config_lib.load(workdir) == config
+
+
+def holding_process(workdir: str) -> subprocess.Popen:
+  """Another process that holds workdir as a training does (workdir.held), until killed."""
+  code = ("import sys, time\n"
+          "from vae_jax import workdir\n"
+          "with workdir.held(sys.argv[1], 'workdir') as holding:\n"
+          "  print(holding, flush=True)\n"
+          "  time.sleep(600)\n")
+  holder = subprocess.Popen([sys.executable, "-c", code, workdir], stdout=subprocess.PIPE,
+                            text=True, env=dict(os.environ, PYTHONPATH=REPO))
+  assert holder.stdout.readline() == "True\n"
+  return holder
+
+
+def test_one_command_at_a_time_writes_to_a_workdir(tmp_path, tfds_dir, mnist_dir):
+  from vae_jax import plot
+
+  config = small_config(tfds_dir, mnist_dir, epochs=1, milestones=(1,))
+  workdir = str(tmp_path / "run")
+  # Two trainings in one workdir replaced each other's checkpoints and metrics.
+  holder = holding_process(workdir)
+  try:
+    with pytest.raises(ConfigError, match=re.escape(
+        f"--workdir={workdir} is in use by another vae_jax command that writes to it")):
+      train.train_and_evaluate(config, workdir, log=lambda _: None)
+    assert os.listdir(workdir) == []  # nothing of this command's
+  finally:
+    holder.kill()
+    holder.wait()
+  # The lock ends with the process that held it, however it ended.
+  train.train_and_evaluate(config, workdir, log=lambda _: None)
+  before = os.listdir(workdir_lib.plots_dir(workdir, 1))
+  holder = holding_process(workdir)
+  try:
+    with pytest.raises(ConfigError, match="is in use by another vae_jax command"):
+      train.train_and_evaluate(dataclasses.replace(config, epochs=2, milestones=(2,)), workdir,
+                               log=lambda _: None)
+    with pytest.raises(ConfigError, match="is in use by another vae_jax command"):
+      plot.redraw(workdir)  # into the run, where a training may be drawing
+    assert os.listdir(workdir_lib.plots_dir(workdir, 1)) == before
+    assert checkpoints.saved_epochs(workdir) == [1]
+    assert plot.redraw(workdir, out=str(tmp_path / "figures")) == [str(tmp_path / "figures" /
+                                                                       "epoch_001")]
+  finally:
+    holder.kill()
+    holder.wait()
+  # A new workdir that a refused training created is removed again.
+  with workdir_lib.held(str(tmp_path / "new"), "workdir") as holding:
+    assert holding
+  assert not os.path.exists(tmp_path / "new")
+
+
+def test_a_workdir_that_cannot_be_written_is_refused_before_any_work(
+    tmp_path, tfds_dir, mnist_dir, monkeypatch):
+  from vae_jax import evaluate, plot
+
+  config = small_config(tfds_dir, mnist_dir, epochs=1, milestones=(1,))
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(config, workdir, log=lambda _: None)
+  # As on a read-only mount (root may write anywhere else, so os.access is what says so).
+  writable = os.access
+  monkeypatch.setattr(os, "access", lambda path, mode, **kw: (
+      False if mode == os.W_OK and os.path.abspath(path) == workdir else writable(path, mode)))
+
+  def loading(*args, **kwargs):
+    raise AssertionError("loaded data before refusing")
+  monkeypatch.setattr(train, "load_split", loading)
+  message = f"--workdir={workdir} is not writable; make it writable, or use another --workdir"
+  with pytest.raises(ConfigError, match=re.escape(message)):
+    train.train_and_evaluate(dataclasses.replace(config, epochs=2, milestones=(2,)), workdir,
+                             log=lambda _: None)
+  with pytest.raises(ConfigError, match=re.escape(message)):
+    plot.redraw(workdir)
+  with pytest.raises(ConfigError, match=re.escape(message)):
+    evaluate.evaluate_run(workdir, num_importance_samples=2)

@@ -157,7 +157,7 @@ def evaluate_run(workdir: str, epoch: Optional[int] = None, num_importance_sampl
                  num_test_examples: Optional[int] = None, data_dir: Optional[str] = None,
                  manual_dir: Optional[str] = None, classifier_workdir: Optional[str] = None) -> dict:
   """Restores a milestone and evaluates it on the test split (binarized as in training)."""
-  from vae_jax import classifier as classifier_lib, restore, train
+  from vae_jax import classifier as classifier_lib, restore, train, workdir as workdir_lib
 
   if min(num_importance_samples, chunk_size, eval_batch_size) < 1:
     raise ConfigError("--num_importance_samples, --chunk_size and --eval_batch_size must be >= 1")
@@ -166,6 +166,7 @@ def evaluate_run(workdir: str, epoch: Optional[int] = None, num_importance_sampl
   # The checkpoints are closed once the state is read, or on an error before.
   with restore.open_run(workdir, data_dir, manual_dir) as run:
     epoch = restore.milestone_epochs(run, epoch)[-1]
+    workdir_lib.check_writable(workdir, "workdir")  # before the long estimates, not after
     # Loaded first: a classifier of another dataset, or a damaged one, is an error before
     # the long estimates rather than after them. None where none was trained.
     classifier_workdir = classifier_workdir or cli.default_classifier_workdir(run.config.dataset)
@@ -187,9 +188,14 @@ def evaluate_run(workdir: str, epoch: Optional[int] = None, num_importance_sampl
   result["evaluated_with"] = software.versions()
   # A subset's numbers get their own file, so they never replace the whole test set's.
   subset = f"_first{len(images)}" if len(images) < len(val.images) else ""
-  with open(os.path.join(workdir, f"eval_epoch_{epoch:03d}{subset}.json"), "w") as f:
-    json.dump(result, f, indent=2)
-    f.write("\n")
+  path = os.path.join(workdir, f"eval_epoch_{epoch:03d}{subset}.json")
+  try:
+    with open(path, "w") as f:
+      json.dump(result, f, indent=2)
+      f.write("\n")
+  except OSError as e:  # the numbers took long to compute: the error line keeps them
+    raise ConfigError(f"{path} cannot be written ({e.strerror or e}); the result: "
+                      f"{json.dumps(result)}") from None
   return result
 
 

@@ -42,15 +42,23 @@ def redraw(workdir: str, epoch: Optional[int] = None, out: Optional[str] = None,
                for e in epochs]
     if out and not overwrite:
       refuse_to_replace(out, targets)
-    # The training images only for an AE's prior: the figures show the validation split.
-    data = train.Data(train=train.load_prior_fit(run.config, run.model),
-                      val=train.load_val(run.config))
-    if out:  # only once the run and its data are found: a bad --workdir leaves no new folder
-      workdir_lib.ensure_dir(out, "out")
-    history = workdir_lib.read_metrics(workdir)
-    return [report.write_milestone(restore.restore(run, e), run.model, run.config, data,
-                                   history, workdir, e, run.mesh, out=target)
-            for e, target in zip(epochs, targets)]
+    if out:
+      workdir_lib.check_writable(out, "out")
+    else:
+      workdir_lib.check_writable(workdir, "workdir")
+    # Into the run: one command at a time (a training, or another plot, may be drawing).
+    with workdir_lib.held(workdir, "workdir", by_this_process=not out) as holding:
+      if not holding:
+        raise workdir_lib.in_use(workdir)
+      # The training images only for an AE's prior: the figures show the validation split.
+      data = train.Data(train=train.load_prior_fit(run.config, run.model),
+                        val=train.load_val(run.config))
+      if out:  # only once the run and its data are found: a bad --workdir leaves no new folder
+        workdir_lib.ensure_dir(out, "out")
+      history = workdir_lib.read_metrics(workdir)
+      return [report.write_milestone(restore.restore(run, e), run.model, run.config, data,
+                                     history, workdir, e, run.mesh, out=target)
+              for e, target in zip(epochs, targets)]
 
 
 def redraw_from_flags() -> None:

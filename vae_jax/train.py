@@ -212,8 +212,19 @@ def train_and_evaluate(config: Config, workdir: str, overwrite: bool = False,
                        log: Callable[[str], None] = print) -> steps.TrainState:
   """Trains (or resumes) a run in workdir; checkpoints and figures at each milestone.
 
+  One command at a time writes to a workdir: while this one trains, another training (or
+  a plot without --out) in it is refused, and this one is refused if another holds it.
   In a multi-host run every process calls this alike; only the first writes the files
   and logs progress (vae_jax.hosts)."""
+  with workdir_lib.held(workdir, "workdir", by_this_process=hosts.is_writer()) as holding:
+    if hosts.any_process(not holding):
+      raise workdir_lib.in_use(workdir)
+    return train_holding_workdir(config, workdir, overwrite, log)
+
+
+def train_holding_workdir(config: Config, workdir: str, overwrite: bool,
+                          log: Callable[[str], None]) -> steps.TrainState:
+  """train_and_evaluate, once this process holds the workdir."""
   writer = hosts.is_writer()
   notice = log  # what the user must see wherever it happens: a Ctrl-C on this process
   if not writer:

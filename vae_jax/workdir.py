@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import glob
 import os
 import shutil
-from typing import Optional
+from typing import Iterator, Optional
 
 from vae_jax import config as config_lib
 from vae_jax.config import Config, ConfigError
@@ -42,15 +44,61 @@ def ensure_dir(path: str, flag: str) -> None:
     raise ConfigError(f"--{flag}={path} cannot be created ({e.strerror or e})") from None
 
 
+def check_writable(path: str, flag: str) -> None:
+  """A ConfigError, before any work, if the existing folder given as --flag cannot be
+  written (a read-only mount, or no permission)."""
+  if os.path.isdir(path) and not os.access(path, os.W_OK):
+    raise ConfigError(f"--{flag}={path} is not writable; make it writable, or use another "
+                      f"--{flag}")
+
+
+@contextlib.contextmanager
+def held(folder: str, flag: str, by_this_process: bool = True) -> Iterator[bool]:
+  """Holds folder (created if missing) for this process alone while the block runs; yields
+  whether it does (False: another process holds it). The lock is on the folder itself:
+  no file is added, and it ends with the process however that ends. Where the file system
+  has no locks, the folder counts as held. A folder created here and still empty at the
+  end is removed. With by_this_process False, yields True and touches nothing (in a
+  multi-host run, only the writer holds the workdir)."""
+  if not by_this_process:
+    yield True
+    return
+  created = not os.path.exists(folder)
+  ensure_dir(folder, flag)
+  fd = os.open(folder, os.O_RDONLY)
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      holding = True
+    except BlockingIOError:
+      holding = False
+    except OSError:  # ENOLCK: a file system without locks
+      holding = True
+    yield holding
+  finally:
+    os.close(fd)
+    if created:
+      with contextlib.suppress(OSError):
+        os.rmdir(folder)  # only if empty: a run that never began
+
+
+def in_use(workdir: str) -> ConfigError:
+  """The error of a command that finds the workdir held by another."""
+  return ConfigError(f"--workdir={workdir} is in use by another vae_jax command that writes "
+                     "to it (a training, or a plot without --out); run this once it has ended, "
+                     "or use another --workdir")
+
+
 def check(workdir: str, config: Config, overwrite: bool) -> list[str]:
   """Whether a run with config may train in workdir; changes nothing there.
 
-  Refuses a file, a classifier's folder, a folder that holds files of a run's names but
-  no config.json (not a run: nothing of it is read or discarded), and (unless overwrite)
-  a run with other settings. Returns the resumable settings that changed
-  (config_lib.RESUMABLE_FIELDS).
+  Refuses a file, a folder it cannot write, a classifier's folder, a folder that holds
+  files of a run's names but no config.json (not a run: nothing of it is read or
+  discarded), and (unless overwrite) a run with other settings. Returns the resumable
+  settings that changed (config_lib.RESUMABLE_FIELDS).
   """
   refuse_file(workdir, "workdir")
+  check_writable(workdir, "workdir")
   if os.path.isfile(os.path.join(workdir, CLASSIFIER_FILE)):
     raise ConfigError(f"--workdir={workdir} holds a classifier ({CLASSIFIER_FILE}), not a "
                       "VAE run; use another --workdir")
