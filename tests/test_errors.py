@@ -240,6 +240,26 @@ def test_ctrl_c_while_starting_is_one_line_and_writes_nothing(tmp_path):
       "the run"]
 
 
+@pytest.mark.parametrize("module,line", [
+    ("vae_jax.plot", "interrupted; the figures drawn before it are kept: run plot again for the "
+                     "rest (with --out, add --overwrite)"),
+    ("vae_jax.evaluate", "interrupted; nothing was written"),
+    ("vae_jax.generate", "interrupted; nothing was written"),
+    ("vae_jax.classifier", "interrupted; the same command trains the classifier again")])
+def test_ctrl_c_in_the_other_entry_points_is_one_line(tmp_path, module, line):
+  from test_restore import saved_run
+  saved_run(str(tmp_path / "run"))
+  # A Ctrl-C where each does its work (restoring a checkpoint, loading data), every time.
+  script = ("import runpy, sys\n"
+            "from vae_jax import input_pipeline, restore\n"
+            "def ctrl_c(*args, **kwargs): raise KeyboardInterrupt\n"
+            "restore.restore = input_pipeline.load_split = ctrl_c\n"
+            f"runpy.run_module('{module}', run_name='__main__')\n")
+  workdir = tmp_path / ("classifier" if module == "vae_jax.classifier" else "run")
+  result = python("-c", script, f"--workdir={workdir}", f"--data_dir={tmp_path / 'tfds'}")
+  assert (result.returncode, result.stderr.splitlines()) == (130, [line]), result.stderr[-3000:]
+
+
 def test_dropped_milestones_get_a_note_only_when_given(tmp_path):
   classifier_dir = tmp_path / "classifier"  # a folder main refuses, after the note
   classifier_dir.mkdir()

@@ -116,7 +116,7 @@ def benchmark_from_flags() -> None:
 
 
 def main(argv: list[str]) -> None:
-  cli.main_with(argv, benchmark_from_flags)
+  cli.main_with(argv, benchmark_from_flags, "interrupted; the benchmark writes nothing")
 
 
 if __name__ == "__main__":

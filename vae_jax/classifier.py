@@ -385,7 +385,8 @@ def train_from_flags() -> None:
 
 
 def main(argv: list[str]) -> None:
-  cli.main_with(argv, train_from_flags)
+  cli.main_with(argv, train_from_flags, "interrupted; the same command trains the "
+                "classifier again")
 
 
 if __name__ == "__main__":

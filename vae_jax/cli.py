@@ -9,7 +9,7 @@ from typing import Any, Callable, NoReturn
 from absl import flags
 from absl import logging as absl_logging
 
-from vae_jax.config import ConfigError
+from vae_jax.config import INTERRUPTED_STATUS, ConfigError
 
 USAGE_ERROR = 2
 
@@ -116,9 +116,15 @@ def run_reporting(fn: Callable[[], None], expected: tuple[type[Exception], ...])
     fail(str(e))
 
 
-def main_with(argv: list[str], fn: Callable[[], None]) -> None:
+def main_with(argv: list[str], fn: Callable[[], None],
+              interrupted: str = "interrupted; nothing was written") -> None:
   """The body of every entry point's main(argv): no positional arguments, then fn, whose
-  invalid settings (ConfigError) become one-line errors."""
+  invalid settings (ConfigError) become one-line errors. A Ctrl-C that reaches here
+  prints `interrupted` (what it left) and exits as Ctrl-C does, without a traceback."""
   if len(argv) > 1:
     fail(f"unexpected arguments {argv[1:]} (flags are written --name=value)")
-  run_reporting(fn, (ConfigError,))
+  try:
+    run_reporting(fn, (ConfigError,))
+  except KeyboardInterrupt:
+    print(interrupted, file=sys.stderr, flush=True)
+    sys.exit(INTERRUPTED_STATUS)

@@ -78,7 +78,8 @@ def redraw_from_flags() -> None:
 
 
 def main(argv: list[str]) -> None:
-  cli.main_with(argv, redraw_from_flags)
+  cli.main_with(argv, redraw_from_flags, "interrupted; the figures drawn before it are "
+                "kept: run plot again for the rest (with --out, add --overwrite)")
 
 
 if __name__ == "__main__":
