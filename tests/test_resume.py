@@ -516,3 +516,28 @@ def test_a_workdir_that_cannot_be_written_is_refused_before_any_work(
     plot.redraw(workdir)
   with pytest.raises(ConfigError, match=re.escape(message)):
     evaluate.evaluate_run(workdir, num_importance_samples=2)
+
+
+def test_a_checkpoint_that_cannot_be_written_stops_training_in_one_line(
+    tmp_path, tfds_dir, mnist_dir):
+  config = small_config(tfds_dir, mnist_dir, epochs=1, milestones=(1,))
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(config, workdir, log=lambda _: None)
+  longer = dataclasses.replace(config, epochs=3, milestones=(3,))
+  # Files above 1 MB cannot be written, as on a full disk: the checkpoint's arrays (about
+  # 10 MB) fail, in Orbax's background threads.
+  result = subprocess.run(
+      ["bash", "-c", 'ulimit -f 1000 && exec "$@"', "bash", sys.executable, "-m",
+       "vae_jax.main", *cli_args(longer, workdir)],
+      env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, text=True, timeout=300)
+  assert result.returncode == 2
+  assert result.stderr.splitlines() == [
+      "error: the checkpoint of epoch 2 could not be written (File too large); training "
+      "stopped. Once there is room, the same command resumes from epoch 1, the newest saved "
+      "checkpoint"]
+  assert checkpoints.saved_epochs(workdir) == [1]
+  lines = []
+  train.train_and_evaluate(longer, workdir, log=lines.append)
+  assert lines[0].startswith("resuming from the checkpoint of epoch 1")
+  assert checkpoints.saved_epochs(workdir) == [1, 2, 3]
+  assert [row["epoch"] for row in workdir_lib.read_metrics(workdir)] == [1, 2, 3]

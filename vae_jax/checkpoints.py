@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import traceback
 import warnings
@@ -33,23 +34,33 @@ def saved_epochs(workdir: str) -> list[int]:
 
 
 # The checkpoints whose restore has begun and not succeeded, as tensorstore writes their
-# folders in its errors.
+# folders in its errors; and the checkpoint folders with a save not yet known to have
+# succeeded, as their folders appear in tensorstore's and Orbax's words.
 _restoring: set[str] = set()
+_saving: set[str] = set()
 ORBAX_READ_COROUTINE = "_read_array_index_and_device_put"
+ORBAX_WRITE_COROUTINE = "async_serialize_from_host.<locals>.write_fragment"
+SAVE_FAILED_LOG = "Save Finalize thread"  # Orbax's own error log of a failed save, unnamed
 
 
-def tensorstore_spellings(checkpoint: str) -> set[str]:
-  """The checkpoint's folder as it appears in tensorstore's errors: absolute, quoted, and
-  with bytes outside printable ASCII as \\xNN (and \\ before ', " and \\)."""
-  folder = os.path.join(os.path.abspath(checkpoint), "")
+def folder_spellings(folder: str) -> set[str]:
+  """folder as it appears in tensorstore's errors: absolute, ending in /, and also with
+  bytes outside printable ASCII as \\xNN (and \\ before ', " and \\)."""
+  folder = os.path.join(os.path.abspath(folder), "")
   escaped = "".join(
       f"\\x{b:02x}" if b < 0x20 or b >= 0x7f else ("\\" if chr(b) in "'\"\\" else "") + chr(b)
       for b in folder.encode("utf-8", "surrogateescape"))
-  return {quote + path for quote in "'\"" for path in (folder, escaped)}
+  return {folder, escaped}
 
 
-def _names_a_restored_checkpoint(error: Optional[BaseException]) -> bool:
-  return error is not None and any(path in str(error) for path in _restoring)
+def tensorstore_spellings(checkpoint: str) -> set[str]:
+  """The checkpoint's folder as tensorstore's errors quote it (folder_spellings)."""
+  return {quote + path for quote in "'\"" for path in folder_spellings(checkpoint)}
+
+
+def _names_a_restored_checkpoint(error) -> bool:
+  """Whether error (or a message) names a checkpoint being restored or saved."""
+  return error is not None and any(path in str(error) for path in _restoring | _saving)
 
 
 def _raised_in_orbax_read(error: Optional[BaseException]) -> bool:
@@ -65,7 +76,7 @@ def _is_late_read(unraisable) -> bool:
   nobody can catch: a report to the event loop Orbax has already closed, or a read
   coroutine that failed while it was being discarded."""
   error = unraisable.exc_value
-  return bool(_restoring) and (
+  return bool(_restoring or _saving) and (
       (isinstance(error, RuntimeError) and str(error) == "Event loop is closed")
       or _names_a_restored_checkpoint(error))
 
@@ -83,10 +94,25 @@ def _keep_report(record: logging.LogRecord) -> bool:
   return not _is_orphaned_read(record)
 
 
+def _is_failed_write(record: logging.LogRecord) -> bool:
+  """Orbax's error logs (through absl) of a save that failed, each with its traceback:
+  the save's own one-line error (RunCheckpoints.wait_for_saves) says what failed."""
+  error = record.exc_info[1] if record.exc_info else None
+  return (bool(_saving) and record.levelno >= logging.ERROR and "orbax" in record.pathname
+          and (SAVE_FAILED_LOG in record.getMessage()
+               or _names_a_restored_checkpoint(record.getMessage())
+               or _names_a_restored_checkpoint(error)))
+
+
+def _keep_orbax_log(record: logging.LogRecord) -> bool:
+  return not _is_failed_write(record)
+
+
 def _hide_late_reads() -> None:
-  """Keeps the late reads of a failed restore away from its one-line error; every other
-  unraisable exception, asyncio report and warning still goes where it went. Once per
-  process (pytest puts its own hook and warning filters back around each test)."""
+  """Keeps the late reads of a failed restore, and the reports of a failed save, away
+  from its one-line error; every other unraisable exception, log record and warning still
+  goes where it went. Once per process (pytest puts its own hook and warning filters back
+  around each test)."""
   previous = sys.unraisablehook
   if getattr(previous, "drops_late_reads", False):
     return
@@ -98,8 +124,10 @@ def _hide_late_reads() -> None:
   hook.drops_late_reads = True
   sys.unraisablehook = hook
   logging.getLogger("asyncio").addFilter(_keep_report)
-  warnings.filterwarnings("ignore", category=RuntimeWarning,  # reads the restore never began
-                          message=f"coroutine '{ORBAX_READ_COROUTINE}' was never awaited")
+  logging.getLogger("absl").addFilter(_keep_orbax_log)
+  for coroutine in (ORBAX_READ_COROUTINE, ORBAX_WRITE_COROUTINE):  # never begun, once failed
+    warnings.filterwarnings("ignore", category=RuntimeWarning,
+                            message=re.escape(f"coroutine '{coroutine}' was never awaited"))
 
 
 def failure_reason(error: BaseException, most: int = 240) -> str:
@@ -110,6 +138,13 @@ def failure_reason(error: BaseException, most: int = 240) -> str:
     error = error.__cause__
   line = f"{type(error).__name__}: {first_line(error)}".split(" See full TensorStore")[0]
   return line if len(line) <= most else line[:most - 1] + "…"
+
+
+def write_failure(error: BaseException) -> str:
+  """Why a save failed: the system's words where tensorstore names an OS error code (its
+  own message gives them last, past any length a line can show), else failure_reason."""
+  match = re.search(r"\[os_error_code='(\d+)'\]", str(error))
+  return os.strerror(int(match.group(1))) if match else failure_reason(error)
 
 
 def _restore(manager: ocp.CheckpointManager, epoch: int, template: State) -> State:
@@ -152,7 +187,7 @@ class RunCheckpoints:
   Orbax, so a save interrupted by a kill is never listed or restored."""
 
   def __init__(self, workdir: str, read_only: bool = False):
-    workdir = os.path.abspath(workdir)
+    workdir = self.workdir = os.path.abspath(workdir)
     # Orbax warns on every read-only open, which is what plot and evaluate want.
     with quiet.absl_warnings_off(read_only):
       self.milestones = ocp.CheckpointManager(
@@ -194,10 +229,36 @@ class RunCheckpoints:
     return _restore(self.milestones, epoch, template)
 
   def save_milestone(self, epoch: int, state) -> None:
+    self._saving()
     self.milestones.save(epoch, args=ocp.args.StandardSave(state))
 
   def save_latest(self, epoch: int, state) -> None:
+    self._saving()
     self.latest.save(epoch, args=ocp.args.StandardSave(state))
+
+  def _saving(self) -> set[str]:
+    """Registers this run's checkpoint folders as being saved to (_saving); returns their
+    spellings."""
+    _hide_late_reads()
+    spellings = {path for manager in (self.milestones, self.latest)
+                 for path in folder_spellings(str(manager.directory))}
+    _saving.update(spellings)
+    return spellings
+
+  def wait_for_saves(self, epoch: int) -> None:
+    """Returns once every save begun so far is written (Orbax writes in the background); a
+    CheckpointError if one failed, e.g. on a full disk."""
+    try:
+      for manager in (self.milestones, self.latest):
+        manager.wait_until_finished()
+      _saving.difference_update(self._saving())  # written: none of its reports is left
+    except Exception as e:  # Orbax re-raises the writer thread's error, with tensorstore's words
+      saved = saved_epochs(self.workdir)
+      again = (f"resumes from epoch {max(saved)}, the newest saved checkpoint" if saved else
+               "starts it again (no checkpoint is saved yet)")
+      raise CheckpointError(
+          f"the checkpoint of epoch {epoch} could not be written ({write_failure(e)}); "
+          f"training stopped. Once there is room, the same command {again}") from None
 
   def __enter__(self) -> "RunCheckpoints":
     return self

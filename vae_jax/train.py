@@ -175,6 +175,7 @@ def save_milestone(manager: checkpoints.RunCheckpoints, state: steps.TrainState,
   """The milestone checkpoint of epoch and its figures."""
   manager.save_milestone(epoch, state)
   folder = draw(state, epoch)  # on every process, whether or not it logs
+  manager.wait_for_saves(epoch)  # written while the figures were drawn; saved only now
   log(f"milestone {epoch}: checkpoint saved, figures in {folder}")
 
 
@@ -291,6 +292,7 @@ def train_holding_workdir(config: Config, workdir: str, overwrite: bool,
           stop = hosts.any_process(stop_requested())
           if not milestone and (epoch % config.checkpoint_every == 0 or stop):
             manager.save_latest(epoch, state)
+            manager.wait_for_saves(epoch)
           if stop and epoch < config.epochs:
             raise Interrupted(f"interrupted after epoch {epoch}, which is saved; "
                               f"{same_command(overwrite)} goes on from there")
