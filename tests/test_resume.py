@@ -209,6 +209,8 @@ def test_divergence_stops_at_once_and_keeps_the_last_good_checkpoint(tmp_path, t
   assert [r["epoch"] for r in workdir_lib.read_metrics(workdir)] == [1, 2]
   assert_states_equal(final_state(workdir, config), good)
   assert milestone_epochs(workdir) == [2]
+  # No epoch was added: config.json records no change (the learning rate trained nothing).
+  assert config_lib.load(workdir) == config and config_lib.changes_on_resume(workdir) == []
 
 
 def test_corrupt_data_file_gives_a_checksum_hint(tmp_path, mnist_dir):

@@ -233,7 +233,8 @@ def train_holding_workdir(config: Config, workdir: str, overwrite: bool,
   mesh, changed, resuming = check_command(config, workdir, overwrite)
   data = load_data_everywhere(config)  # before anything in workdir changes
   # A new run's config.json is written at once. A resumed run's is rewritten only once the
-  # command is known to add to the run, in one write with the record of what changed.
+  # command has added to the run (record_resume), in one write with the record of what
+  # changed.
   if writer:
     workdir_lib.prepare(workdir, config, overwrite, write_config=not resuming,
                         trains_with=software.record_entry(1, software.versions()))
@@ -254,14 +255,20 @@ def train_holding_workdir(config: Config, workdir: str, overwrite: bool,
 
     redraw_unfinished_figures(manager, state, draw, workdir, log)
     finished = start == config.epochs
-    # Stopped there (Ctrl-C), and now the run's last epoch: it gets the last milestone.
-    lacks_last_milestone = finished and start not in manager.milestone_epochs()
-    if resuming and (lacks_last_milestone or not finished) and writer:
-      config_lib.save(config, workdir, resumed=(start, changed) if start and changed else None,
-                      trains_with=None if finished else
-                      software.record_entry(start + 1, software.versions()))
+
+    def record_resume() -> None:
+      """A resumed run's config.json: these settings, what changed and the software, once
+      an epoch is trained without a NaN (before its metrics and checkpoint), or the last
+      milestone is added."""
+      if resuming and writer:
+        config_lib.save(config, workdir, resumed=(start, changed) if start and changed else None,
+                        trains_with=None if finished else
+                        software.record_entry(start + 1, software.versions()))
+
     if finished:
-      if lacks_last_milestone:
+      # Stopped there (Ctrl-C), and now the run's last epoch: it gets the last milestone.
+      if start not in manager.milestone_epochs():
+        record_resume()
         save_milestone(manager, state, start, draw, log)
       log(f"{workdir} is already trained for {start} epochs; pass a larger --epochs to go on")
       return state
@@ -279,6 +286,8 @@ def train_holding_workdir(config: Config, workdir: str, overwrite: bool,
         run_start = time.time()
         for epoch in range(start + 1, config.epochs + 1):
           state, row = train_one_epoch(fns, state, train_data, val_data, epoch, manager, overwrite)
+          if epoch == start + 1:
+            record_resume()
           history.append(row)
           if writer:
             workdir_lib.write_metrics(workdir, history)
