@@ -260,6 +260,27 @@ def test_ctrl_c_in_the_other_entry_points_is_one_line(tmp_path, module, line):
   assert (result.returncode, result.stderr.splitlines()) == (130, [line]), result.stderr[-3000:]
 
 
+def test_a_ctrl_c_lost_in_a_finalizer_still_stops_the_command(tmp_path):
+  from test_restore import saved_run
+  saved_run(str(tmp_path / "run"))
+  # As when Ctrl-C lands in JAX's garbage-collection callback: Python only prints an
+  # unraisable KeyboardInterrupt there, and the command went on.
+  script = ("import runpy, time\n"
+            "from vae_jax import restore\n"
+            "from vae_jax.config import ConfigError\n"
+            "class Finalizer:\n"
+            "  def __del__(self): raise KeyboardInterrupt\n"
+            "def restoring(*args, **kwargs):\n"
+            "  Finalizer()\n"
+            "  time.sleep(30)\n"
+            "  raise ConfigError('the Ctrl-C was lost')\n"
+            "restore.restore = restoring\n"
+            "runpy.run_module('vae_jax.evaluate', run_name='__main__')\n")
+  result = python("-c", script, f"--workdir={tmp_path / 'run'}")
+  assert (result.returncode, result.stderr.splitlines()) == (
+      130, ["interrupted; nothing was written"]), result.stderr[-3000:]
+
+
 def test_dropped_milestones_get_a_note_only_when_given(tmp_path):
   classifier_dir = tmp_path / "classifier"  # a folder main refuses, after the note
   classifier_dir.mkdir()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 from typing import Any, Callable, NoReturn
 
 from absl import flags
@@ -116,6 +118,25 @@ def run_reporting(fn: Callable[[], None], expected: tuple[type[Exception], ...])
     fail(str(e))
 
 
+def redeliver_lost_ctrl_c() -> None:
+  """A Ctrl-C that lands in a garbage-collection callback (JAX has one) or a __del__ is
+  'ignored' there, printed as an unraisable KeyboardInterrupt, and the program went on as
+  if it had not been pressed; it is sent again instead, a moment later (from a thread:
+  sent from here, it would be raised inside this hook and ignored again)."""
+  previous = sys.unraisablehook
+  if getattr(previous, "redelivers_ctrl_c", False):
+    return
+
+  def hook(unraisable):
+    if isinstance(unraisable.exc_value, KeyboardInterrupt):
+      threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT)).start()
+    else:
+      previous(unraisable)
+
+  hook.redelivers_ctrl_c = True
+  sys.unraisablehook = hook
+
+
 def main_with(argv: list[str], fn: Callable[[], None],
               interrupted: str = "interrupted; nothing was written") -> None:
   """The body of every entry point's main(argv): no positional arguments, then fn, whose
@@ -123,6 +144,7 @@ def main_with(argv: list[str], fn: Callable[[], None],
   prints `interrupted` (what it left) and exits as Ctrl-C does, without a traceback."""
   if len(argv) > 1:
     fail(f"unexpected arguments {argv[1:]} (flags are written --name=value)")
+  redeliver_lost_ctrl_c()
   try:
     run_reporting(fn, (ConfigError,))
   except KeyboardInterrupt:
