@@ -245,7 +245,8 @@ def test_ctrl_c_while_starting_is_one_line_and_writes_nothing(tmp_path):
                      "rest (with --out, add --overwrite)"),
     ("vae_jax.evaluate", "interrupted; nothing was written"),
     ("vae_jax.generate", "interrupted; nothing was written"),
-    ("vae_jax.classifier", "interrupted; the same command trains the classifier again")])
+    ("vae_jax.classifier", "interrupted; the same command trains the classifier again (with "
+                           "--overwrite if it was being saved)")])
 def test_ctrl_c_in_the_other_entry_points_is_one_line(tmp_path, module, line):
   from test_restore import saved_run
   saved_run(str(tmp_path / "run"))

@@ -448,12 +448,12 @@ def holding_process(workdir: str) -> subprocess.Popen:
   """Another process that holds workdir as a training does (workdir.held), until killed."""
   code = ("import sys, time\n"
           "from vae_jax import workdir\n"
-          "with workdir.held(sys.argv[1], 'workdir') as holding:\n"
-          "  print(holding, flush=True)\n"
+          "with workdir.held(sys.argv[1], 'workdir') as refusal:\n"
+          "  print(refusal, flush=True)\n"
           "  time.sleep(600)\n")
   holder = subprocess.Popen([sys.executable, "-c", code, workdir], stdout=subprocess.PIPE,
                             text=True, env=dict(os.environ, PYTHONPATH=REPO))
-  assert holder.stdout.readline() == "True\n"
+  assert holder.stdout.readline() == "None\n"
   return holder
 
 
@@ -468,7 +468,7 @@ def test_one_command_at_a_time_writes_to_a_workdir(tmp_path, tfds_dir, mnist_dir
     with pytest.raises(ConfigError, match=re.escape(
         f"--workdir={workdir} is in use by another vae_jax command that writes to it")):
       train.train_and_evaluate(config, workdir, log=lambda _: None)
-    assert os.listdir(workdir) == []  # nothing of this command's
+    assert os.listdir(workdir) == [workdir_lib.LOCK_FILE]  # nothing of this command's
   finally:
     holder.kill()
     holder.wait()
@@ -489,10 +489,22 @@ def test_one_command_at_a_time_writes_to_a_workdir(tmp_path, tfds_dir, mnist_dir
   finally:
     holder.kill()
     holder.wait()
-  # A new workdir that a refused training created is removed again.
-  with workdir_lib.held(str(tmp_path / "new"), "workdir") as holding:
-    assert holding
-  assert not os.path.exists(tmp_path / "new")
+  # A new workdir that a training created and never began (a data error) is removed
+  # again; one that another process holds is not removed by a command it refused.
+  new = str(tmp_path / "new")
+  with pytest.raises(ValueError):
+    with workdir_lib.held(new, "workdir") as refusal:
+      assert refusal is None
+      raise ValueError("the data failed to load")
+  assert not os.path.exists(new)
+  holder = holding_process(new)
+  try:
+    with workdir_lib.held(new, "workdir") as refusal:
+      assert "is in use by another vae_jax command" in str(refusal)
+    assert os.listdir(new) == [workdir_lib.LOCK_FILE]
+  finally:
+    holder.kill()
+    holder.wait()
 
 
 def test_a_workdir_that_cannot_be_written_is_refused_before_any_work(
@@ -535,8 +547,8 @@ def test_a_checkpoint_that_cannot_be_written_stops_training_in_one_line(
   assert result.returncode == 2
   assert result.stderr.splitlines() == [
       "error: the checkpoint of epoch 2 could not be written (File too large); training "
-      "stopped. Once there is room, the same command resumes from epoch 1, the newest saved "
-      "checkpoint"]
+      "stopped. Once it can be written (room on the disk, say), the same command resumes "
+      "from epoch 1, the newest saved checkpoint"]
   assert checkpoints.saved_epochs(workdir) == [1]
   lines = []
   train.train_and_evaluate(longer, workdir, log=lines.append)

@@ -37,6 +37,7 @@ def test_code_outside_a_git_checkout_or_without_git_is_of_unknown_version(tmp_pa
   monkeypatch.undo()
   monkeypatch.setenv("PATH", str(tmp_path))  # no git to run
   assert software.code_version() == "unknown"
+  assert software.package_version("no-such-distribution") == "absent"
 
 
 def test_an_epoch_was_trained_by_the_last_entry_from_it_or_before():
@@ -89,9 +90,19 @@ def test_a_checkpoint_that_cannot_be_restored_names_the_other_software_that_trai
       manager.restore_milestone(3, template)
   assert "\n" not in str(by_older.value)
   assert str(by_older.value).endswith(
-      f"; it was trained with other software: orbax-checkpoint 0.0.1 (here "
+      f"; it was trained with other libraries: orbax-checkpoint 0.0.1 (here "
       f"{here['orbax-checkpoint']}). Install those versions ({workdir}/config.json lists them "
       "under trained_with) and retry; if it is damaged, move it out of the run folder to "
       "resume from the checkpoint before it")
   assert str(by_this.value).endswith("; it is damaged or of another model. Move it out of the "
                                      "run folder to resume from the checkpoint before it")
+  # Only the code differs (any older run): damaged or of another model, by that commit.
+  config_lib.save(config, workdir, trains_with=software.record_entry(
+      3, {**here, "vae_jax": "0123456789ab"}))
+  with checkpoints.RunCheckpoints(workdir, read_only=True) as manager:
+    with pytest.raises(checkpoints.CheckpointError) as by_other_code:
+      manager.restore_milestone(3, template)
+  assert str(by_other_code.value).endswith(
+      f"; it is damaged or of another model; it was trained by vae_jax 0123456789ab (here "
+      f"{here['vae_jax']}), whose model may differ. Move it out of the run folder to resume "
+      "from the checkpoint before it")

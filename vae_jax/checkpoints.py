@@ -25,6 +25,15 @@ class CheckpointError(ConfigError):
   """A checkpoint that cannot be restored (damaged, or of another model); one line."""
 
 
+class CheckpointWriteError(CheckpointError):
+  """A checkpoint that could not be written (a full disk); the message names the epoch and
+  the reason, and the caller adds what to do."""
+
+  def __init__(self, epoch: int, error: BaseException):
+    super().__init__(f"the checkpoint of epoch {epoch} could not be written "
+                     f"({write_failure(error)})")
+
+
 def saved_epochs(workdir: str) -> list[int]:
   """The epochs of the finished checkpoints of either kind in workdir, without opening
   them (Orbax names a step's folder by its number only once the save has finished)."""
@@ -162,17 +171,21 @@ def _restore(manager: ocp.CheckpointManager, epoch: int, template: State) -> Sta
 
 
 def restore_advice(checkpoint: str, epoch: int) -> str:
-  """What to do about a checkpoint that cannot be restored: other software first, where the
-  run's config.json records that other software trained it."""
+  """What to do about a checkpoint that cannot be restored: install the libraries that
+  saved it where the run's config.json records others than these, else (damaged, or of
+  another model) move it out; naming the vae_jax commit that trained it if it differs."""
   workdir = os.path.dirname(os.path.dirname(checkpoint))
   changed = software.changed_since(workdir, epoch)
-  if not changed:
-    return ("it is damaged or of another model. Move it out of the run folder to resume "
-            "from the checkpoint before it")
-  return (f"it was trained with other software: {', '.join(changed)}. Install those versions "
-          f"({os.path.join(workdir, config_lib.CONFIG_FILE)} lists them under "
-          f"{config_lib.SOFTWARE_KEY}) and retry; if it is damaged, move it out of the run "
-          "folder to resume from the checkpoint before it")
+  libraries = [c for c in changed if c.split(" ", 1)[0] in software.PACKAGES]
+  code = "".join(f"; it was trained by {c}, whose model may differ" for c in changed
+                 if c.startswith("vae_jax "))
+  if libraries:
+    return (f"it was trained with other libraries: {', '.join(libraries)}{code}. Install "
+            f"those versions ({os.path.join(workdir, config_lib.CONFIG_FILE)} lists them "
+            f"under {config_lib.SOFTWARE_KEY}) and retry; if it is damaged, move it out of "
+            "the run folder to resume from the checkpoint before it")
+  return (f"it is damaged or of another model{code}. Move it out of the run folder to "
+          "resume from the checkpoint before it")
 
 
 def abstract_like(state: State) -> State:
@@ -188,6 +201,7 @@ class RunCheckpoints:
 
   def __init__(self, workdir: str, read_only: bool = False):
     workdir = self.workdir = os.path.abspath(workdir)
+    self.failed = False  # a save failed (CheckpointWriteError)
     # Orbax warns on every read-only open, which is what plot and evaluate want.
     with quiet.absl_warnings_off(read_only):
       self.milestones = ocp.CheckpointManager(
@@ -229,12 +243,20 @@ class RunCheckpoints:
     return _restore(self.milestones, epoch, template)
 
   def save_milestone(self, epoch: int, state) -> None:
-    self._saving()
-    self.milestones.save(epoch, args=ocp.args.StandardSave(state))
+    self._save(self.milestones, epoch, state)
 
   def save_latest(self, epoch: int, state) -> None:
+    self._save(self.latest, epoch, state)
+
+  def _save(self, manager: ocp.CheckpointManager, epoch: int, state) -> None:
+    """Begins the save (Orbax prepares the folder here and writes the arrays in the
+    background); a CheckpointWriteError if the folder cannot be prepared."""
     self._saving()
-    self.latest.save(epoch, args=ocp.args.StandardSave(state))
+    try:
+      manager.save(epoch, args=ocp.args.StandardSave(state))
+    except Exception as e:  # e.g. no space left for the folder or its metadata
+      self.failed = True
+      raise CheckpointWriteError(epoch, e) from None
 
   def _saving(self) -> set[str]:
     """Registers this run's checkpoint folders as being saved to (_saving); returns their
@@ -247,18 +269,14 @@ class RunCheckpoints:
 
   def wait_for_saves(self, epoch: int) -> None:
     """Returns once every save begun so far is written (Orbax writes in the background); a
-    CheckpointError if one failed, e.g. on a full disk."""
+    CheckpointWriteError if one failed, e.g. on a full disk."""
     try:
       for manager in (self.milestones, self.latest):
         manager.wait_until_finished()
-      _saving.difference_update(self._saving())  # written: none of its reports is left
     except Exception as e:  # Orbax re-raises the writer thread's error, with tensorstore's words
-      saved = saved_epochs(self.workdir)
-      again = (f"resumes from epoch {max(saved)}, the newest saved checkpoint" if saved else
-               "starts it again (no checkpoint is saved yet)")
-      raise CheckpointError(
-          f"the checkpoint of epoch {epoch} could not be written ({write_failure(e)}); "
-          f"training stopped. Once there is room, the same command {again}") from None
+      self.failed = True
+      raise CheckpointWriteError(epoch, e) from None
+    _saving.difference_update(self._saving())  # written: none of its reports is left
 
   def __enter__(self) -> "RunCheckpoints":
     return self
@@ -267,7 +285,10 @@ class RunCheckpoints:
     self.close()
 
   def close(self) -> None:
-    """Waits for asynchronous saves to finish; closing again does nothing more."""
+    """Waits for asynchronous saves to finish; closing again does nothing more. The reports
+    of a failed save stay hidden (they come as late as the process's end)."""
     for manager in (self.milestones, self.latest):
       manager.wait_until_finished()
       manager.close()
+    if not self.failed:
+      _saving.difference_update(self._saving())

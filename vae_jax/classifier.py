@@ -386,7 +386,7 @@ def train_from_flags() -> None:
 
 def main(argv: list[str]) -> None:
   cli.main_with(argv, train_from_flags, "interrupted; the same command trains the "
-                "classifier again")
+                "classifier again (with --overwrite if it was being saved)")
 
 
 if __name__ == "__main__":

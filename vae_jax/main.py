@@ -105,8 +105,7 @@ def train_from_flags() -> None:
 
 
 def main(argv: list[str]) -> None:
-  cli.main_with(argv, train_from_flags, "interrupted; the same command resumes from the "
-                "newest checkpoint")
+  cli.main_with(argv, train_from_flags, "interrupted")
 
 
 if __name__ == "__main__":

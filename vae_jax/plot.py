@@ -47,9 +47,9 @@ def redraw(workdir: str, epoch: Optional[int] = None, out: Optional[str] = None,
     else:
       workdir_lib.check_writable(workdir, "workdir")
     # Into the run: one command at a time (a training, or another plot, may be drawing).
-    with workdir_lib.held(workdir, "workdir", by_this_process=not out) as holding:
-      if not holding:
-        raise workdir_lib.in_use(workdir)
+    with workdir_lib.held(workdir, "workdir", by_this_process=not out) as refusal:
+      if refusal:
+        raise refusal
       # The training images only for an AE's prior: the figures show the validation split.
       data = train.Data(train=train.load_prior_fit(run.config, run.model),
                         val=train.load_val(run.config))

@@ -23,16 +23,25 @@ def code_version() -> str:
   try:
     result = subprocess.run(
         ["git", "-C", os.path.dirname(os.path.abspath(__file__)), "describe", "--always",
-         "--dirty", "--abbrev=12"], capture_output=True, text=True, timeout=30)
+         "--dirty", "--abbrev=12", "--exclude=*"], capture_output=True, text=True, timeout=30)
   except (OSError, subprocess.SubprocessError):
     return UNKNOWN
   return result.stdout.strip() if result.returncode == 0 and result.stdout.strip() else UNKNOWN
 
 
+def package_version(name: str) -> str:
+  """The installed distribution's version; 'absent' for one without metadata (a source
+  build on the path)."""
+  try:
+    return importlib.metadata.version(name)
+  except importlib.metadata.PackageNotFoundError:
+    return "absent"
+
+
 def versions() -> dict[str, str]:
   """Python's version, each of PACKAGES' and this code's (vae_jax)."""
   return {"python": platform.python_version(),
-          **{name: importlib.metadata.version(name) for name in PACKAGES},
+          **{name: package_version(name) for name in PACKAGES},
           "vae_jax": code_version()}
 
 

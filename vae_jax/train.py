@@ -217,10 +217,25 @@ def train_and_evaluate(config: Config, workdir: str, overwrite: bool = False,
   a plot without --out) in it is refused, and this one is refused if another holds it.
   In a multi-host run every process calls this alike; only the first writes the files
   and logs progress (vae_jax.hosts)."""
-  with workdir_lib.held(workdir, "workdir", by_this_process=hosts.is_writer()) as holding:
-    if hosts.any_process(not holding):
-      raise workdir_lib.in_use(workdir)
-    return train_holding_workdir(config, workdir, overwrite, log)
+  with workdir_lib.held(workdir, "workdir", by_this_process=hosts.is_writer()) as refusal:
+    if hosts.any_process(refusal is not None):  # all stop, none waits for the writer
+      raise refusal or ConfigError("the first process of this run could not hold the "
+                                   "workdir; its error says why")
+    try:
+      return train_holding_workdir(config, workdir, overwrite, log)
+    except checkpoints.CheckpointWriteError as e:
+      raise stopped_by_write(e, workdir, overwrite) from None
+
+
+def stopped_by_write(error: checkpoints.CheckpointWriteError, workdir: str,
+                     overwrite: bool) -> checkpoints.CheckpointError:
+  """The one line of a training that a checkpoint it could not write stopped."""
+  saved = checkpoints.saved_epochs(workdir)
+  again = (f"{same_command(overwrite)} resumes from epoch {max(saved)}, the newest saved "
+           "checkpoint" if saved else "the same command starts it again (no checkpoint is "
+           "saved yet)")
+  return checkpoints.CheckpointError(f"{error}; training stopped. Once it can be written "
+                                     f"(room on the disk, say), {again}")
 
 
 def train_holding_workdir(config: Config, workdir: str, overwrite: bool,
@@ -262,8 +277,8 @@ def train_holding_workdir(config: Config, workdir: str, overwrite: bool,
       milestone is added."""
       if resuming and writer:
         config_lib.save(config, workdir, resumed=(start, changed) if start and changed else None,
-                        trains_with=None if finished else
-                        software.record_entry(start + 1, software.versions()))
+                        trains_with=software.record_entry(  # finished: the milestone's
+                            start if finished else start + 1, software.versions()))
 
     if finished:
       # Stopped there (Ctrl-C), and now the run's last epoch: it gets the last milestone.

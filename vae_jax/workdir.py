@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import fcntl
 import glob
 import os
@@ -52,34 +53,51 @@ def check_writable(path: str, flag: str) -> None:
                       f"--{flag}")
 
 
+LOCK_FILE = ".vae_jax.lock"  # what training and plot lock; kept (removing it would race)
+
+
 @contextlib.contextmanager
-def held(folder: str, flag: str, by_this_process: bool = True) -> Iterator[bool]:
-  """Holds folder (created if missing) for this process alone while the block runs; yields
-  whether it does (False: another process holds it). The lock is on the folder itself:
-  no file is added, and it ends with the process however that ends. Where the file system
-  has no locks, the folder counts as held. A folder created here and still empty at the
-  end is removed. With by_this_process False, yields True and touches nothing (in a
-  multi-host run, only the writer holds the workdir)."""
+def held(folder: str, flag: str, by_this_process: bool = True) -> Iterator[Optional[ConfigError]]:
+  """Holds folder (created if missing) for this process alone while the block runs. Yields
+  None if it does, else the error that says why not: another process holds it (in_use),
+  or it cannot be a folder or hold the lock. The lock (flock on folder/LOCK_FILE, opened
+  for writing, which NFS needs) ends with the process however that ends. A folder
+  created here that holds nothing else at the end is removed. Where the file system has
+  no locks, the folder counts as held. With by_this_process False, yields None and
+  touches nothing (in a multi-host run, only the writer holds the workdir)."""
   if not by_this_process:
-    yield True
+    yield None
     return
   created = not os.path.exists(folder)
-  ensure_dir(folder, flag)
-  fd = os.open(folder, os.O_RDONLY)
+  lock = os.path.join(folder, LOCK_FILE)
+  try:
+    ensure_dir(folder, flag)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+  except ConfigError as e:
+    yield e
+    return
+  except OSError as e:
+    yield ConfigError(f"--{flag}={folder} cannot hold its lock file {LOCK_FILE} "
+                      f"({e.strerror or e})")
+    return
   try:
     try:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-      holding = True
     except BlockingIOError:
-      holding = False
-    except OSError:  # ENOLCK: a file system without locks
-      holding = True
-    yield holding
+      yield in_use(folder)
+      return
+    except OSError as e:
+      if e.errno not in (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP):
+        raise
+    try:
+      yield None
+    finally:
+      if created and os.listdir(folder) == [LOCK_FILE]:  # a run that never began
+        with contextlib.suppress(OSError):
+          os.remove(lock)
+          os.rmdir(folder)
   finally:
     os.close(fd)
-    if created:
-      with contextlib.suppress(OSError):
-        os.rmdir(folder)  # only if empty: a run that never began
 
 
 def in_use(workdir: str) -> ConfigError:
