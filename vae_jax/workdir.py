@@ -72,6 +72,7 @@ def held(folder: str, flag: str, by_this_process: bool = True) -> Iterator[Optio
   lock = os.path.join(folder, LOCK_FILE)
   try:
     ensure_dir(folder, flag)
+    check_writable(folder, flag)
     fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
   except ConfigError as e:
     yield e
