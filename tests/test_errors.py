@@ -266,7 +266,9 @@ def test_a_ctrl_c_lost_in_a_finalizer_still_stops_the_command(tmp_path):
   saved_run(str(tmp_path / "run"))
   # As when Ctrl-C lands in JAX's garbage-collection callback: Python only prints an
   # unraisable KeyboardInterrupt there, and the command went on.
-  script = ("import runpy, time\n"
+  script = ("import runpy, signal, time\n"
+            # a job started in the background by a script inherits SIGINT ignored
+            "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
             "from vae_jax import restore\n"
             "from vae_jax.config import ConfigError\n"
             "class Finalizer:\n"

@@ -217,6 +217,7 @@ def train_and_evaluate(config: Config, workdir: str, overwrite: bool = False,
   a plot without --out) in it is refused, and this one is refused if another holds it.
   In a multi-host run every process calls this alike; only the first writes the files
   and logs progress (vae_jax.hosts)."""
+  check_command(config, workdir, overwrite)  # its refusals first: they touch nothing
   with workdir_lib.held(workdir, "workdir", by_this_process=hosts.is_writer()) as refusal:
     if hosts.any_process(refusal is not None):  # all stop, none waits for the writer
       raise refusal or ConfigError("the first process of this run could not hold the "

@@ -61,8 +61,9 @@ def held(folder: str, flag: str, by_this_process: bool = True) -> Iterator[Optio
   """Holds folder (created if missing) for this process alone while the block runs. Yields
   None if it does, else the error that says why not: another process holds it (in_use),
   or it cannot be a folder or hold the lock. The lock (flock on folder/LOCK_FILE, opened
-  for writing, which NFS needs) ends with the process however that ends. A folder
-  created here that holds nothing else at the end is removed. Where the file system has
+  for writing, which NFS needs) ends with the process however that ends. If no run began
+  there (no config.json), the lock file made here and an empty folder made here are
+  removed at the end. Where the file system has
   no locks, the folder counts as held. With by_this_process False, yields None and
   touches nothing (in a multi-host run, only the writer holds the workdir)."""
   if not by_this_process:
@@ -70,6 +71,7 @@ def held(folder: str, flag: str, by_this_process: bool = True) -> Iterator[Optio
     return
   created = not os.path.exists(folder)
   lock = os.path.join(folder, LOCK_FILE)
+  made_lock = not os.path.exists(lock)
   try:
     ensure_dir(folder, flag)
     check_writable(folder, flag)
@@ -93,10 +95,11 @@ def held(folder: str, flag: str, by_this_process: bool = True) -> Iterator[Optio
     try:
       yield None
     finally:
-      if created and os.listdir(folder) == [LOCK_FILE]:  # a run that never began
+      if made_lock and not is_run(folder):  # a run that never began: leave no trace
         with contextlib.suppress(OSError):
           os.remove(lock)
-          os.rmdir(folder)
+          if created:
+            os.rmdir(folder)  # only if empty
   finally:
     os.close(fd)
 
