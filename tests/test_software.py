@@ -50,9 +50,10 @@ def test_an_epoch_was_trained_by_the_last_entry_from_it_or_before():
   assert software.trained_epoch_with(record, 51) == second
   assert software.trained_epoch_with(record, 150) == second
   assert software.trained_epoch_with([], 5) is None
-  assert software.differences({"jax": "1", "flax": "3"}, {"jax": "2", "flax": "3"}) == [
-      "jax 1 (here 2)"]
-  assert software.differences({"tensorflow": "2"}, {}) == ["tensorflow 2 (here absent)"]
+  assert software.differences({"jax": "1", "flax": "3"}, {"jax": "2", "flax": "3"}) == {
+      "jax": "jax 1 (here 2)"}
+  assert software.differences({"tensorflow": "2"}, {}) == {
+      "tensorflow": "tensorflow 2 (here absent)"}
 
 
 def test_config_json_adds_an_entry_only_when_the_software_changes(tmp_path):
@@ -68,8 +69,8 @@ def test_config_json_adds_an_entry_only_when_the_software_changes(tmp_path):
   assert config_lib.trained_with(workdir) == [{"from_epoch": 1, "versions": older},
                                               {"from_epoch": 41, "versions": here}]
   assert config_lib.load(workdir) == config  # the record is no setting
-  assert software.changed_since(workdir, 40) == [f"jax 0.0.1 (here {here['jax']})"]
-  assert software.changed_since(workdir, 41) == []
+  assert software.changed_since(workdir, 40) == {"jax": f"jax 0.0.1 (here {here['jax']})"}
+  assert software.changed_since(workdir, 41) == {}
 
 
 def test_a_checkpoint_that_cannot_be_restored_names_the_other_software_that_trained_it(

@@ -176,9 +176,9 @@ def restore_advice(checkpoint: str, epoch: int) -> str:
   another model) move it out; naming the vae_jax commit that trained it if it differs."""
   workdir = os.path.dirname(os.path.dirname(checkpoint))
   changed = software.changed_since(workdir, epoch)
-  libraries = [c for c in changed if c.split(" ", 1)[0] in software.PACKAGES]
-  code = "".join(f"; it was trained by {c}, whose model may differ" for c in changed
-                 if c.startswith("vae_jax "))
+  libraries = [text for name, text in changed.items() if name in software.PACKAGES]
+  code = (f"; it was trained by {changed['vae_jax']}, whose model may differ"
+          if "vae_jax" in changed else "")
   if libraries:
     return (f"it was trained with other libraries: {', '.join(libraries)}{code}. Install "
             f"those versions ({os.path.join(workdir, config_lib.CONFIG_FILE)} lists them "

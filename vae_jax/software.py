@@ -64,14 +64,15 @@ def _is_entry(entry) -> bool:
           and isinstance(entry.get("versions"), dict))
 
 
-def differences(recorded: dict[str, str], current: dict[str, str]) -> list[str]:
-  """'name recorded (here current)' for each recorded version that differs from current's."""
-  return [f"{name} {version} (here {current.get(name, 'absent')})"
-          for name, version in recorded.items() if current.get(name) != version]
+def differences(recorded: dict[str, str], current: dict[str, str]) -> dict[str, str]:
+  """{name: 'name recorded (here current)'} for each recorded version that differs from
+  current's."""
+  return {name: f"{name} {version} (here {current.get(name, 'absent')})"
+          for name, version in recorded.items() if current.get(name) != version}
 
 
-def changed_since(workdir: str, epoch: int) -> list[str]:
+def changed_since(workdir: str, epoch: int) -> dict[str, str]:
   """differences() between the software that trained epoch of the run in workdir (its
-  config.json's record) and this; [] where the record has none."""
+  config.json's record) and this; {} where the record has none."""
   recorded = trained_epoch_with(config_lib.trained_with(workdir), epoch)
-  return differences(recorded, versions()) if recorded else []
+  return differences(recorded, versions()) if recorded else {}
