@@ -67,7 +67,7 @@ def tensorstore_spellings(checkpoint: str) -> set[str]:
   return {quote + path for quote in "'\"" for path in folder_spellings(checkpoint)}
 
 
-def _names_a_restored_checkpoint(error) -> bool:
+def _names_a_checkpoint_in_flight(error) -> bool:
   """Whether error (or a message) names a checkpoint being restored or saved."""
   return error is not None and any(path in str(error) for path in _restoring | _saving)
 
@@ -87,7 +87,7 @@ def _is_late_read(unraisable) -> bool:
   error = unraisable.exc_value
   return bool(_restoring or _saving) and (
       (isinstance(error, RuntimeError) and str(error) == "Event loop is closed")
-      or _names_a_restored_checkpoint(error))
+      or _names_a_checkpoint_in_flight(error))
 
 
 def _is_orphaned_read(record: logging.LogRecord) -> bool:
@@ -96,7 +96,7 @@ def _is_orphaned_read(record: logging.LogRecord) -> bool:
   that differs) comes from Orbax's read."""
   error = record.exc_info[1] if record.exc_info else None
   return ("exception was never retrieved" in record.getMessage()
-          and (_names_a_restored_checkpoint(error) or _raised_in_orbax_read(error)))
+          and (_names_a_checkpoint_in_flight(error) or _raised_in_orbax_read(error)))
 
 
 def _keep_report(record: logging.LogRecord) -> bool:
@@ -109,8 +109,8 @@ def _is_failed_write(record: logging.LogRecord) -> bool:
   error = record.exc_info[1] if record.exc_info else None
   return (bool(_saving) and record.levelno >= logging.ERROR and "orbax" in record.pathname
           and (SAVE_FAILED_LOG in record.getMessage()
-               or _names_a_restored_checkpoint(record.getMessage())
-               or _names_a_restored_checkpoint(error)))
+               or _names_a_checkpoint_in_flight(record.getMessage())
+               or _names_a_checkpoint_in_flight(error)))
 
 
 def _keep_orbax_log(record: logging.LogRecord) -> bool:
@@ -202,6 +202,9 @@ class RunCheckpoints:
   def __init__(self, workdir: str, read_only: bool = False):
     workdir = self.workdir = os.path.abspath(workdir)
     self.failed = False  # a save failed (CheckpointWriteError)
+    # The checkpoint folders as Orbax's and tensorstore's reports of a save name them.
+    self.folder_spellings = {path for d in (MILESTONE_DIR, LATEST_DIR)
+                             for path in folder_spellings(os.path.join(workdir, d))}
     # Orbax warns on every read-only open, which is what plot and evaluate want.
     with quiet.absl_warnings_off(read_only):
       self.milestones = ocp.CheckpointManager(
@@ -251,21 +254,13 @@ class RunCheckpoints:
   def _save(self, manager: ocp.CheckpointManager, epoch: int, state) -> None:
     """Begins the save (Orbax prepares the folder here and writes the arrays in the
     background); a CheckpointWriteError if the folder cannot be prepared."""
-    self._saving()
+    _hide_late_reads()
+    _saving.update(self.folder_spellings)  # until the save is known to be written
     try:
       manager.save(epoch, args=ocp.args.StandardSave(state))
     except Exception as e:  # e.g. no space left for the folder or its metadata
       self.failed = True
       raise CheckpointWriteError(epoch, e) from None
-
-  def _saving(self) -> set[str]:
-    """Registers this run's checkpoint folders as being saved to (_saving); returns their
-    spellings."""
-    _hide_late_reads()
-    spellings = {path for manager in (self.milestones, self.latest)
-                 for path in folder_spellings(str(manager.directory))}
-    _saving.update(spellings)
-    return spellings
 
   def wait_for_saves(self, epoch: int) -> None:
     """Returns once every save begun so far is written (Orbax writes in the background); a
@@ -276,7 +271,7 @@ class RunCheckpoints:
     except Exception as e:  # Orbax re-raises the writer thread's error, with tensorstore's words
       self.failed = True
       raise CheckpointWriteError(epoch, e) from None
-    _saving.difference_update(self._saving())  # written: none of its reports is left
+    _saving.difference_update(self.folder_spellings)  # written: none of its reports is left
 
   def __enter__(self) -> "RunCheckpoints":
     return self
@@ -291,4 +286,4 @@ class RunCheckpoints:
       manager.wait_until_finished()
       manager.close()
     if not self.failed:
-      _saving.difference_update(self._saving())
+      _saving.difference_update(self.folder_spellings)
