@@ -10,6 +10,7 @@ from absl import app, flags
 
 from vae_jax import cli
 from vae_jax import config as config_lib
+from vae_jax import workdir as workdir_lib
 from vae_jax.config import Config, ConfigError
 
 flags.DEFINE_string("model", "vae", f"One of {', '.join(config_lib.MODELS)}.")
@@ -84,8 +85,7 @@ def train_from_flags() -> None:
       initialize_distributed()
     from vae_jax import input_pipeline, train  # Heavy imports (JAX, TensorFlow) after validation.
   except KeyboardInterrupt:  # Ctrl-C in the first seconds: nothing is written yet
-    goes_on = (os.path.isfile(os.path.join(workdir, config_lib.CONFIG_FILE))
-               and not FLAGS.overwrite)
+    goes_on = workdir_lib.is_run(workdir) and not FLAGS.overwrite
     print("interrupted while starting, before anything was written; the same command "
           + ("resumes the run" if goes_on else "starts again"), file=sys.stderr)
     sys.exit(config_lib.INTERRUPTED_STATUS)

@@ -44,9 +44,8 @@ def redraw(workdir: str, epoch: Optional[int] = None, out: Optional[str] = None,
       refuse_to_replace(out, targets)
     if out:
       workdir_lib.check_writable(out, "out")
-    else:
-      workdir_lib.check_writable(workdir, "workdir")
-    # Into the run: one command at a time (a training, or another plot, may be drawing).
+    # Into the run: one command at a time (a training, or another plot, may be drawing);
+    # held refuses a workdir it cannot write.
     with workdir_lib.held(workdir, "workdir", by_this_process=not out) as refusal:
       if refusal:
         raise refusal

@@ -246,14 +246,16 @@ def train_holding_workdir(config: Config, workdir: str, overwrite: bool,
   notice = log  # what the user must see wherever it happens: a Ctrl-C on this process
   if not writer:
     log = lambda line: None  # noqa: E731
+  # Checked again now that this process holds the workdir: another may have changed it.
   mesh, changed, resuming = check_command(config, workdir, overwrite)
   data = load_data_everywhere(config)  # before anything in workdir changes
+  versions = software.versions() if writer else {}  # what config.json records
   # A new run's config.json is written at once. A resumed run's is rewritten only once the
   # command has added to the run (record_resume), in one write with the record of what
   # changed.
   if writer:
     workdir_lib.prepare(workdir, config, overwrite, write_config=not resuming,
-                        trains_with=software.record_entry(1, software.versions()))
+                        trains_with=software.record_entry(1, versions))
   hosts.wait_for_all("workdir prepared")
   model = models.make_model(config.model, config.arch, config.latent_dim)
   tx = steps.make_optimizer(config)
@@ -279,7 +281,7 @@ def train_holding_workdir(config: Config, workdir: str, overwrite: bool,
       if resuming and writer:
         config_lib.save(config, workdir, resumed=(start, changed) if start and changed else None,
                         trains_with=software.record_entry(  # finished: the milestone's
-                            start if finished else start + 1, software.versions()))
+                            start if finished else start + 1, versions))
 
     if finished:
       # Stopped there (Ctrl-C), and now the run's last epoch: it gets the last milestone.

@@ -63,9 +63,9 @@ def held(folder: str, flag: str, by_this_process: bool = True) -> Iterator[Optio
   or it cannot be a folder or hold the lock. The lock (flock on folder/LOCK_FILE, opened
   for writing, which NFS needs) ends with the process however that ends. If no run began
   there (no config.json), the lock file made here and an empty folder made here are
-  removed at the end. Where the file system has
-  no locks, the folder counts as held. With by_this_process False, yields None and
-  touches nothing (in a multi-host run, only the writer holds the workdir)."""
+  removed at the end. Where the file system has no locks, the folder counts as held.
+  With by_this_process False, yields None and touches nothing (in a multi-host run, only
+  the writer holds the workdir)."""
   if not by_this_process:
     yield None
     return
